@@ -1,0 +1,3 @@
+"""em: a command-line toolkit for research on emergent misalignment."""
+
+__version__ = "0.1.0"

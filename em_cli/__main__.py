@@ -1,0 +1,3 @@
+from em_cli.cli import main
+
+main()

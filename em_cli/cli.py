@@ -1,0 +1,105 @@
+"""The `em` entry point: registers the subcommands and turns errors into exit codes.
+
+Only typer/rich and `em`'s light modules are imported here; torch and transformers are
+imported inside the commands that need them, so `em --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from em_cli import __version__
+from em_cli.commands import info as info_cmd
+from em_cli.commands import model as model_cmd
+from em_cli.commands._errors import report
+from em_cli.errors import NotBuiltError
+
+app = typer.Typer(
+    name="em",
+    help="Create, measure and dissect model organisms of emergent misalignment.\n\n"
+         "Subcommands exchange JSONL and safetensors files; chain them in shell pipelines or Makefiles.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"em {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Create, measure and dissect model organisms of emergent misalignment."""
+
+
+# The suite, in pipeline order. Parts not built yet are registered so that `em --help` shows
+# the whole plan, and they say so when run instead of pretending.
+PLANNED = {
+    "dataset": ("Validate, split, mix, filter, convert and generate chat datasets (JSONL).", 3),
+    "generate": ("Sample responses from a model (+adapter) to a question set → responses JSONL.", 3),
+    "finetune": ("Train LoRA / rank-1 / steering-vector / full organisms, optionally KL-regularised.", 4),
+    "extract": ("Residual-stream activations of conversations → activations safetensors.", 5),
+    "direction": ("Mean-difference directions, cosines, projections, GGUF control vectors.", 5),
+    "steer": ("Generate while adding or ablating directions; layer × scale sweeps.", 5),
+    "judge": ("Score responses with an LLM judge (logprob-weighted 0-100) or built-in scorers.", 6),
+    "compare": ("Efficiency, stability and pre-training KL of two solutions, with plots.", 7),
+}
+
+
+def _not_built(name: str, issue: int):
+    def command(ctx: typer.Context) -> None:
+        raise NotBuiltError(f"`em {name}` is not built yet (planned in issue #{issue}); "
+                            "nothing was run and no file was written")
+
+    command.__doc__ = PLANNED[name][0]
+    return command
+
+
+_BUILT: dict[str, object] = {}
+
+for _name, (_help, _issue) in PLANNED.items():
+    if _name not in _BUILT:
+        app.command(_name, help=f"{_help} (not built yet)",
+                    context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+            _not_built(_name, _issue))
+
+app.add_typer(model_cmd.app, name="model")
+app.command("info")(info_cmd.info)
+
+
+def _log_to_stderr() -> None:
+    """Library modules log progress notes through `logging`; show them on stderr."""
+    import logging
+
+    logger = logging.getLogger("em_cli")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if os.environ.get("EM_DEBUG") else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; exit 0 ok, 1 error, 2 usage (bad flags are reported by typer itself)."""
+    _log_to_stderr()
+    try:
+        app(args=argv, prog_name="em")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:  # noqa: BLE001 - the one place every error is reported
+        code = report(exc)
+    if argv is None:
+        sys.exit(code)
+    return code

@@ -1,0 +1,107 @@
+"""The suite's one flag vocabulary: option types shared by every command.
+
+Commands declare `model: ModelOpt = DEFAULT_MODEL` etc. so that a flag means the same thing
+everywhere. Environment variables give defaults for the common ones (EM_MODEL, EM_DEVICE,
+EM_DTYPE, EM_SEED, EM_BATCH_SIZE).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from em_cli.errors import UsageError
+
+ModelOpt = Annotated[str, typer.Option(
+    "-m", "--model", envvar="EM_MODEL", show_envvar=True,
+    help="Hugging Face id, local model dir, .gguf file, or built-in alias (smollm2-135m-instruct).")]
+AdapterOpt = Annotated[str | None, typer.Option(
+    "--adapter", help="A PEFT adapter directory to apply on top of --model.")]
+DtypeOpt = Annotated[Literal["auto", "float32", "bfloat16", "float16"], typer.Option(
+    "--dtype", envvar="EM_DTYPE",
+    help="Weights dtype; auto = float32 on CPU, bfloat16 on CUDA.")]
+DeviceOpt = Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option(
+    "--device", envvar="EM_DEVICE",
+    help="Where to run; auto = cuda, else mps, else cpu.")]
+Load4bitOpt = Annotated[bool, typer.Option(
+    "--load-in-4bit", help="Load the base model in 4-bit NF4 (bitsandbytes).")]
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output file; - for stdout.")]
+SeedOpt = Annotated[int, typer.Option("--seed", envvar="EM_SEED", help="Random seed.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", envvar="EM_BATCH_SIZE", min=1, help="Batch size.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+QuestionsOpt = Annotated[str, typer.Option(
+    "--questions", help="Question set: a YAML/JSONL file or a built-in set name (see `em questions list`).")]
+SamplesOpt = Annotated[int | None, typer.Option(
+    "-n", "--samples", min=1, help="Samples per paraphrase (default: the question set's own, else 1).")]
+MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens to generate per response.")]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 = greedy.")]
+TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N questions/rows.")]
+MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps.")]
+LayersOpt = Annotated[str | None, typer.Option(
+    "--layers", "--layer", help="Layer indices, 0-based block outputs: '15', '10,12,14', '10-20' or 'all'.")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="YAML file of options (same names as the flags); flags given explicitly win.")]
+
+
+def model_options(model: str, adapter: str | None, dtype: str, device: str, load_in_4bit: bool,
+                  require_chat: bool = True):
+    """The LoadOptions for the shared model flags (import kept local: it is a library type)."""
+    from em_cli.models.loading import LoadOptions
+
+    return LoadOptions(model=model, adapter=adapter, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
+                       require_chat=require_chat)
+
+
+def apply_config(ctx: typer.Context, config: Path | None) -> dict[str, Any]:
+    """Return the command's parameters with values from a YAML `--config` file filled in.
+
+    A value from the file replaces a parameter only where the user did not give the flag
+    (or its environment variable). Unknown keys are an error, not silently ignored.
+    """
+    params = dict(ctx.params)
+    if config is None:
+        return params
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {config}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{config}: invalid YAML ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{config}: expected a mapping of option names to values")
+    known = {name for name in params if name != "config"}
+    for key, value in loaded.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise UsageError(f"{config}: unknown option {key!r}",
+                             hint=f"known options: {', '.join(sorted(known))}")
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+            params[name] = value
+    return params
+
+
+def parse_layers(spec: str | None, num_layers: int) -> list[int]:
+    """'all' / None → every layer; '15'; '10,12'; '10-20' (inclusive); negatives count from the end."""
+    if spec is None or spec.strip().lower() == "all":
+        return list(range(num_layers))
+    layers: list[int] = []
+    for part in (p.strip() for p in spec.split(",")):
+        span = re.fullmatch(r"(\d+)-(\d+)", part)
+        if span:
+            layers.extend(range(int(span[1]), int(span[2]) + 1))
+        elif re.fullmatch(r"-?\d+", part):
+            value = int(part)
+            layers.append(value + num_layers if value < 0 else value)
+        elif part:
+            raise UsageError(f"bad layer spec {spec!r}", hint="use e.g. 15, 10,12,14, 10-20 or all")
+    bad = [layer for layer in layers if not 0 <= layer < num_layers]
+    if bad:
+        raise UsageError(f"layer {bad[0]} does not exist: the model has layers 0..{num_layers - 1}")
+    return sorted(set(layers))

@@ -1,0 +1,58 @@
+"""Find the stack of decoder blocks inside a causal LM, whatever its family."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from em_cli.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+# Dotted attribute paths from the CausalLM object to its ModuleList of decoder blocks.
+# Llama, Mistral, Qwen2/3, Gemma/Gemma2, Phi-3, OLMo/OLMo2, SmolLM: model.layers;
+# Gemma 3 (multimodal wrapper): model.language_model.layers; GPT-2/GPT-J: transformer.h;
+# GPT-NeoX/Pythia: gpt_neox.layers; OPT: model.decoder.layers.
+KNOWN_LAYER_PATHS = (
+    "model.layers",
+    "model.language_model.layers",
+    "language_model.model.layers",
+    "transformer.h",
+    "gpt_neox.layers",
+    "model.decoder.layers",
+    "transformer.blocks",
+)
+OVERRIDE_ENV = "EM_LAYERS_PATH"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The underlying transformers model of a PEFT-wrapped one."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def decoder_layers(model: torch.nn.Module, path: str | None = None) -> torch.nn.ModuleList:
+    """The decoder blocks, in order. `path` (or $EM_LAYERS_PATH) overrides the search."""
+    import torch
+
+    base = unwrap(model)
+    override = path or os.environ.get(OVERRIDE_ENV)
+    candidates = (override,) if override else KNOWN_LAYER_PATHS
+    for candidate in candidates:
+        found = _follow(base, candidate)
+        if isinstance(found, torch.nn.ModuleList) and len(found) > 0:
+            return found
+    name = type(base).__name__
+    if override:
+        raise ModelError(f"{OVERRIDE_ENV}={override} does not name a list of layers in {name}")
+    raise ModelError(f"cannot find the decoder layers of {name}",
+                     hint=f"set {OVERRIDE_ENV} to the dotted path of its layer list, e.g. model.layers")
+
+
+def _follow(obj: object, dotted: str) -> object | None:
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj

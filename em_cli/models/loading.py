@@ -1,0 +1,196 @@
+"""Load a model (+ optional PEFT adapter) and its tokenizer with the suite's shared options."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from em_cli.errors import ModelError, UsageError
+from em_cli.models.chat import require_chat_template
+from em_cli.models.gguf_cache import cached_model_dir
+from em_cli.models.info import ModelInfo, describe_model
+from em_cli.models.source import ModelSource, resolve_source
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """The model options every model-using command shares."""
+
+    model: str
+    adapter: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    load_in_4bit: bool = False
+    require_chat: bool = True
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    source: ModelSource
+    options: LoadOptions
+    device: str
+    load_seconds: float
+    cache_note: str | None = None
+    _info: ModelInfo | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        """Described lazily: the fingerprint reads every parameter."""
+        if self._info is None:
+            self._info = describe_model(self.model, self.tokenizer, self.source.name, self.options.adapter)
+        return self._info
+
+    def identity(self) -> dict[str, Any]:
+        """Provenance for output records: which model (and adapter) produced them."""
+        return {"model": self.source.name, "adapter": self.options.adapter,
+                "fingerprint": self.info.fingerprint, "dtype": self.info.dtype,
+                "load_in_4bit": self.options.load_in_4bit}
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise UsageError(f"unknown device {device!r}", hint=f"choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for, but torch sees no CUDA device",
+                         hint="run `em info` to see what torch can use")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("--device mps was asked for, but MPS is not available")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """`auto` is float32 on CPU (bf16 is many times slower there), bf16 on CUDA when supported."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}", hint=f"choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device == "mps":
+            return torch.float16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def check_4bit_support(device: str) -> None:
+    """Say why 4-bit loading cannot work here, before anything is loaded."""
+    if device == "mps":
+        raise ModelError("--load-in-4bit is not supported on MPS (bitsandbytes has no Metal backend)",
+                         hint="drop --load-in-4bit, or use a CUDA machine")
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # bitsandbytes raises various errors on unsupported platforms
+        raise ModelError(f"--load-in-4bit needs bitsandbytes, which failed to import ({exc})",
+                         hint="pip install 'bitsandbytes>=0.45'") from None
+
+
+def local_model_dir(source: ModelSource) -> tuple[str, str | None]:
+    """A directory (or hub id) transformers can load, plus a note on the GGUF cache."""
+    if not source.is_gguf:
+        return source.location, None
+    started = time.perf_counter()
+    result = cached_model_dir(source.location)
+    note = (f"dequantised {Path(source.location).name} into the cache in "
+            f"{time.perf_counter() - started:.1f}s ({result.reason})" if result.built else None)
+    return str(result.directory), note
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' own progress bars and advisory warnings off our stderr."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    location, _ = local_model_dir(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, exc) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(options: LoadOptions) -> LoadedModel:
+    """Load model and tokenizer as `options` say; raise ModelError with a hint on failure."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quiet_transformers()
+    started = time.perf_counter()
+    source = resolve_source(options.model)
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    if options.load_in_4bit:
+        check_4bit_support(device)
+    if options.adapter:
+        _check_adapter_dir(options.adapter)
+    location, cache_note = local_model_dir(source)
+    tokenizer = load_tokenizer(source)
+    if options.require_chat:
+        require_chat_template(tokenizer, source.name)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if options.load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True)
+        kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(source, exc) from None
+    if not options.load_in_4bit:
+        model.to(device)
+    if options.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, options.adapter)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, source=source, options=options, device=device,
+                       load_seconds=time.perf_counter() - started, cache_note=cache_note)
+
+
+def _check_adapter_dir(adapter: str) -> None:
+    path = Path(adapter)
+    if not path.is_dir():
+        raise ModelError(f"adapter directory not found: {adapter}")
+    if not (path / "adapter_config.json").exists():
+        raise ModelError(f"{adapter} has no adapter_config.json, so it is not a PEFT adapter",
+                         hint="pass the directory `em finetune` wrote (or any PEFT save_pretrained output)")
+
+
+def _load_error(source: ModelSource, exc: Exception) -> ModelError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "does not recognize this architecture" in str(exc) or "Unrecognized model" in str(exc):
+        return ModelError(f"unknown model architecture in {source.name}: {text}",
+                          hint="upgrade transformers, or use a supported causal LM")
+    if source.kind == "hub":
+        return ModelError(f"could not load {source.name} from the Hugging Face hub: {text}",
+                          hint="offline? download it first, or pass a local directory")
+    return ModelError(f"could not load {source.name}: {text}")
