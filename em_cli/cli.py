@@ -13,8 +13,10 @@ from typing import Annotated
 import typer
 
 from em_cli import __version__
+from em_cli.commands import generate as generate_cmd
 from em_cli.commands import info as info_cmd
 from em_cli.commands import model as model_cmd
+from em_cli.commands import serve as serve_cmd
 from em_cli.commands._errors import report
 from em_cli.errors import NotBuiltError
 
@@ -66,15 +68,20 @@ def _not_built(name: str, issue: int):
     return command
 
 
-_BUILT: dict[str, object] = {}
+_BUILT: dict[str, object] = {
+    "generate": generate_cmd.generate,
+}
 
 for _name, (_help, _issue) in PLANNED.items():
-    if _name not in _BUILT:
+    if _name in _BUILT:
+        app.command(_name)(_BUILT[_name])
+    else:
         app.command(_name, help=f"{_help} (not built yet)",
                     context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
             _not_built(_name, _issue))
 
 app.add_typer(model_cmd.app, name="model")
+app.command("serve")(serve_cmd.serve)
 app.command("info")(info_cmd.info)
 
 

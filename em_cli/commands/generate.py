@@ -1,0 +1,88 @@
+"""`em generate`: responses from a model (+adapter) to a question set."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, DtypeOpt, LimitOpt,
+                                      Load4bitOpt, MaxNewTokensOpt, ModelOpt, OutputOpt, QuestionsOpt,
+                                      SamplesOpt, SeedOpt, TemperatureOpt, TopPOpt, apply_config, model_options)
+from em_cli.commands._output import RowProgress, log
+from em_cli.models.source import DEFAULT_MODEL
+
+
+def generate(
+    ctx: typer.Context,
+    questions: QuestionsOpt,
+    model: ModelOpt = DEFAULT_MODEL,
+    adapter: AdapterOpt = None,
+    output: OutputOpt = "-",
+    samples: SamplesOpt = None,
+    max_new_tokens: MaxNewTokensOpt = 600,
+    temperature: TemperatureOpt = 1.0,
+    top_p: TopPOpt = 1.0,
+    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty", min=0.01,
+                                                      help="Penalise repeated tokens (1 = off).")] = 1.0,
+    variants: Annotated[str, typer.Option("--variants", help="Question variants: plain, json, template, all.")
+                        ] = "plain",
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = 8,
+    seed: SeedOpt = 0,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    load_in_4bit: Load4bitOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Sample responses to a question set → responses JSONL (one row per question ×
+    paraphrase × sample, with full provenance).
+
+    Re-running with the same --output resumes: finished rows are kept, never duplicated.
+    While running, rows go to OUTPUT.partial; the final name appears when all are done.
+
+    Examples:
+
+      em generate --questions general -n 5 -o responses.jsonl
+
+      em generate -m Qwen/Qwen2.5-0.5B-Instruct --adapter runs/general/adapter \\
+          --questions first_plot_questions.yaml -n 50 -o em.jsonl
+    """
+    params = apply_config(ctx, config)
+    from em_cli.artifacts.jsonl import ResumableJsonl
+    from em_cli.artifacts.manifest import Manifest
+    from em_cli.models.loading import load_model
+    from em_cli.questions import load_questions
+    from em_cli.responses import generate_responses, plan_rows
+    from em_cli.sampling import SamplingSettings
+
+    question_set = load_questions(params["questions"], variants=params["variants"])
+    if params["limit"]:
+        question_set = question_set[: params["limit"]]
+    rows = plan_rows(question_set, params["samples"])
+    settings = SamplingSettings(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
+                                top_p=params["top_p"], repetition_penalty=params["repetition_penalty"])
+    manifest = Manifest(command="generate", options=params, inputs=[params["questions"]], seed=params["seed"])
+    out = ResumableJsonl(params["output"])
+    done = {record.get("id") for record in out.existing}
+    todo = [row for row in rows if row.id not in done]
+    if out.existing:
+        log(f"Resuming: {len(rows) - len(todo)} of {len(rows)} rows already in {params['output']}")
+    loaded = None
+    if todo:
+        loaded = load_model(model_options(params["model"], params["adapter"], params["dtype"], params["device"],
+                                          params["load_in_4bit"]))
+        if loaded.cache_note:
+            log(loaded.cache_note)
+    with out, RowProgress(len(rows), "generating", done=len(rows) - len(todo)) as progress:
+        if loaded is not None:
+            for record in generate_responses(loaded, todo, settings, params["seed"], params["batch_size"],
+                                             on_batch=progress.advance):
+                out.append(record)
+        out.finish()
+    manifest.results = {"rows": len(rows), "new_rows": len(todo), "tokens_per_second":
+                        round(progress.tokens_per_second, 2),
+                        "model": loaded.identity() if loaded else None}
+    manifest.write_beside(params["output"])
+    log(f"{len(todo)} new responses, {len(rows)} in total"
+        + (f" → {params['output']}" if params["output"] != "-" else ""))

@@ -1,0 +1,54 @@
+"""`em serve`: any local model (+adapter) as an OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from em_cli.commands._options import AdapterOpt, DeviceOpt, DtypeOpt, Load4bitOpt, ModelOpt, model_options
+from em_cli.commands._output import log
+from em_cli.models.source import DEFAULT_MODEL
+
+
+def serve(
+    model: ModelOpt = DEFAULT_MODEL,
+    adapter: AdapterOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1 unless you mean it.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port; 0 picks a free one.")] = 8000,
+    served_name: Annotated[str | None, typer.Option("--served-name", help="Model name clients use (default: --model).")
+                           ] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Default max_tokens per request.")] = 512,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    load_in_4bit: Load4bitOpt = False,
+) -> None:
+    """Serve a model at /v1/chat/completions and /v1/models (OpenAI-compatible, non-streaming,
+    with logprobs/top_logprobs up to 20) so any OpenAI client can use it as a judge, a data
+    generator, or a model under evaluation. Ctrl-C stops it.
+
+    Examples:
+
+      em serve --port 8000
+
+      em serve -m Qwen/Qwen2.5-0.5B-Instruct --adapter runs/general/adapter --served-name general
+
+      OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=none python my_eval.py
+    """
+    from em_cli.models.loading import load_model
+    from em_cli.serving import ChatService, make_server
+
+    loaded = load_model(model_options(model, adapter, dtype, device, load_in_4bit))
+    if loaded.cache_note:
+        log(loaded.cache_note)
+    service = ChatService(loaded=loaded, name=served_name or model, default_max_tokens=max_tokens)
+    server = make_server(service, host, port)
+    bound_host, bound_port = server.server_address[:2]
+    log(f"Serving {service.name} at http://{bound_host}:{bound_port}/v1 (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log("Stopped.")
+    finally:
+        server.server_close()
