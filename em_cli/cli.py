@@ -13,9 +13,11 @@ from typing import Annotated
 import typer
 
 from em_cli import __version__
+from em_cli.commands import finetune as finetune_cmd
 from em_cli.commands import generate as generate_cmd
 from em_cli.commands import info as info_cmd
 from em_cli.commands import model as model_cmd
+from em_cli.commands import questions as questions_cmd
 from em_cli.commands import serve as serve_cmd
 from em_cli.commands._errors import report
 from em_cli.errors import NotBuiltError
@@ -70,6 +72,7 @@ def _not_built(name: str, issue: int):
 
 _BUILT: dict[str, object] = {
     "generate": generate_cmd.generate,
+    "finetune": finetune_cmd.finetune,
 }
 
 for _name, (_help, _issue) in PLANNED.items():
@@ -81,6 +84,7 @@ for _name, (_help, _issue) in PLANNED.items():
             _not_built(_name, _issue))
 
 app.add_typer(model_cmd.app, name="model")
+app.add_typer(questions_cmd.app, name="questions")
 app.command("serve")(serve_cmd.serve)
 app.command("info")(info_cmd.info)
 
@@ -89,6 +93,8 @@ def _log_to_stderr() -> None:
     """Library modules log progress notes through `logging`; show them on stderr."""
     import logging
 
+    # bitsandbytes warns at import about optional CPU kernels; nothing a user should act on.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     logger = logging.getLogger("em_cli")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -100,6 +106,12 @@ def _log_to_stderr() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; exit 0 ok, 1 error, 2 usage (bad flags are reported by typer itself)."""
     _log_to_stderr()
+    if not os.environ.get("EM_DEBUG"):
+        import warnings
+
+        # Library deprecation chatter is for developers, not for people running experiments.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         app(args=argv, prog_name="em")
         code = 0

@@ -119,9 +119,13 @@ def local_model_dir(source: ModelSource) -> tuple[str, str | None]:
 
 def quiet_transformers() -> None:
     """Keep transformers' own progress bars and advisory warnings off our stderr."""
+    import logging as std_logging
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    # bitsandbytes announces optional CPU kernels it could not find; that is not our user's problem.
+    std_logging.getLogger("bitsandbytes").setLevel(std_logging.ERROR)
     hf_logging.disable_progress_bar()
 
 

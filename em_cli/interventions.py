@@ -1,0 +1,98 @@
+"""Interventions on the residual stream, as values applied in a scope.
+
+An intervention is a small object that rewrites the block output of one decoder layer
+(`h` of shape [batch, seq, d]). `intervene(model, {layer: [ops]})` registers forward hooks
+for the duration of a `with` block and always removes them. Steering, ablation, activation
+capture and training-time steering vectors all go through this one mechanism.
+
+    with intervene(model, {15: [AddVector(v, scale=4.0)]}):
+        model.generate(...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from em_cli.models.layers import decoder_layers
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Intervention(Protocol):
+    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Return the new block output (may be the same tensor)."""
+
+
+@dataclass
+class AddVector:
+    """h ← h + scale · v at every position (a trained steering vector is a Parameter here)."""
+
+    vector: torch.Tensor
+    scale: float = 1.0
+    enabled: bool = True
+
+    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return hidden
+        return hidden + self.scale * self.vector.to(dtype=hidden.dtype, device=hidden.device)
+
+
+@dataclass
+class Ablate:
+    """h ← h − (h·r̂) r̂: remove the component along a direction."""
+
+    direction: torch.Tensor
+    enabled: bool = True
+
+    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return hidden
+        unit = self.direction.to(dtype=hidden.dtype, device=hidden.device)
+        unit = unit / unit.norm()
+        return hidden - (hidden @ unit).unsqueeze(-1) * unit
+
+
+@dataclass
+class Capture:
+    """Record the block output (detached) each forward pass; changes nothing."""
+
+    outputs: list[torch.Tensor] = field(default_factory=list)
+
+    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+        self.outputs.append(hidden.detach())
+        return hidden
+
+
+@contextlib.contextmanager
+def intervene(model: torch.nn.Module, plan: Mapping[int, Sequence[Intervention]]) -> Iterator[None]:
+    """Apply `plan` ({layer index: interventions, in order}) inside the block; hooks are
+    removed on exit, whatever happens."""
+    layers = decoder_layers(model)
+    handles = []
+    try:
+        for index, ops in plan.items():
+            if not ops:
+                continue
+            handles.append(layers[index].register_forward_hook(_hook(list(ops))))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _hook(ops: list[Intervention]):
+    def hook(module: Any, args: Any, output: Any) -> Any:
+        # Decoder layers return the hidden states alone (transformers 5) or a tuple whose
+        # first element they are (older releases and some families).
+        hidden = output[0] if isinstance(output, tuple) else output
+        for op in ops:
+            hidden = op.apply(hidden)
+        if isinstance(output, tuple):
+            return (hidden, *output[1:])
+        return hidden
+
+    return hook

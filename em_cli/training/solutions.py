@@ -1,0 +1,213 @@
+"""What training changes: a LoRA adapter, a steering vector, or all weights.
+
+A Solution knows how to attach itself to a model, switch itself off (the KL reference is
+the same model with the solution disabled — no second copy), and save/load its weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from em_cli.artifacts.tensors import TensorFile, layer_key
+from em_cli.errors import ModelError, UsageError
+from em_cli.interventions import AddVector, intervene
+from em_cli.models.layers import decoder_layers
+
+if TYPE_CHECKING:
+    import torch
+
+    from em_cli.models.info import ModelInfo
+    from em_cli.training.config import FinetuneConfig
+
+VECTOR_FILE = "vector.safetensors"
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+
+
+def mid_layer(num_layers: int) -> int:
+    return num_layers // 2
+
+
+@dataclass
+class Solution:
+    kind: str
+    model: Any  # the model to train (a PeftModel for adapters)
+
+    def disabled(self) -> contextlib.AbstractContextManager:
+        raise NotImplementedError
+
+    def active(self) -> contextlib.AbstractContextManager:
+        """Keep the solution applied (hooks) for the duration of training."""
+        return contextlib.nullcontext()
+
+    def save(self, directory: Path, info: ModelInfo, tokenizer: Any) -> Path:
+        raise NotImplementedError
+
+    def save_checkpoint(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    def load_checkpoint(self, directory: Path) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class AdapterSolution(Solution):
+    def disabled(self) -> contextlib.AbstractContextManager:
+        return self.model.disable_adapter()
+
+    def save(self, directory: Path, info: ModelInfo, tokenizer: Any) -> Path:
+        target = directory / ADAPTER_DIR
+        self.model.save_pretrained(target)
+        return target
+
+    def save_checkpoint(self, directory: Path) -> None:
+        self.model.save_pretrained(directory)
+
+    def load_checkpoint(self, directory: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(self.model, load_file(str(directory / "adapter_model.safetensors")))
+
+
+@dataclass
+class VectorSolution(Solution):
+    layer: int = 0
+    alpha: float = 256.0
+    vector: Any = None  # torch.nn.Parameter
+    op: AddVector | None = field(default=None, repr=False)
+
+    def active(self) -> contextlib.AbstractContextManager:
+        return intervene(self.model, {self.layer: [self.op]})
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        self.op.enabled = False
+        try:
+            yield
+        finally:
+            self.op.enabled = True
+
+    def tensor_file(self, info: ModelInfo, step: int | None = None) -> TensorFile:
+        extra = {"alpha": repr(self.alpha), "method": "vector", "positions": "all"}
+        if step is not None:
+            extra["step"] = str(step)
+        return TensorFile(kind="vector", tensors={layer_key(self.layer): self.vector.detach().float().cpu()},
+                          model_id=info.model_id, model_fingerprint=info.fingerprint,
+                          hidden_size=info.hidden_size, layers=[self.layer], extra=extra)
+
+    def save(self, directory: Path, info: ModelInfo, tokenizer: Any) -> Path:
+        target = directory / VECTOR_FILE
+        self.tensor_file(info).save(target)
+        return target
+
+    def save_checkpoint(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({"vector": self.vector.detach().cpu().contiguous()}, str(directory / VECTOR_FILE))
+
+    def load_checkpoint(self, directory: Path) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        with torch.no_grad():
+            self.vector.copy_(load_file(str(directory / VECTOR_FILE))["vector"])
+
+
+@dataclass
+class FullSolution(Solution):
+    def disabled(self) -> contextlib.AbstractContextManager:
+        raise UsageError("a full finetune has no original model to switch back to")
+
+    def save(self, directory: Path, info: ModelInfo, tokenizer: Any) -> Path:
+        target = directory / MODEL_DIR
+        self.model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+        return target
+
+    def save_checkpoint(self, directory: Path) -> None:
+        self.model.save_pretrained(directory)
+
+    def load_checkpoint(self, directory: Path) -> None:
+        from transformers.modeling_utils import load_sharded_checkpoint
+
+        load_sharded_checkpoint(self.model, str(directory), strict=False)
+
+
+def attach(model: torch.nn.Module, config: FinetuneConfig, num_layers: int) -> Solution:
+    """Wrap/extend `model` for training by `config.method`; freeze what must not train."""
+    import torch
+
+    from em_cli.commands._options import parse_layers
+
+    if config.method in ("lora", "rank1"):
+        from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+        if config.load_in_4bit:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        layers_spec = config.layers if config.layers is not None else (
+            str(mid_layer(num_layers)) if config.method == "rank1" else None)
+        layers = parse_layers(layers_spec, num_layers)
+        _check_targets(model, config.target_modules)
+        if config.init_from:
+            source = adapter_dir(config.init_from)
+            peft_model = PeftModel.from_pretrained(model, str(source), is_trainable=True)
+        else:
+            lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, bias="none",
+                              use_rslora=config.rslora, target_modules=list(config.target_modules),
+                              layers_to_transform=None if layers == list(range(num_layers)) else layers,
+                              task_type="CAUSAL_LM")
+            peft_model = get_peft_model(model, lora)
+        return AdapterSolution(kind=config.method, model=peft_model)
+    if config.method == "vector":
+        layer = parse_layers(config.layers, num_layers)[0] if config.layers else mid_layer(num_layers)
+        for param in model.parameters():
+            param.requires_grad_(False)
+        hidden = decoder_layers(model)[layer]
+        device = next(model.parameters()).device
+        vector = torch.nn.Parameter(torch.zeros(model.config.get_text_config().hidden_size, device=device,
+                                                dtype=torch.float32))
+        if config.init_from:
+            loaded = TensorFile.load(vector_file(config.init_from), kind="vector")
+            with torch.no_grad():
+                vector.copy_(loaded.tensors[layer_key(loaded.layers[0])])
+        # Registered as a submodule parameter so the Trainer's optimizer finds it.
+        holder = torch.nn.Module()
+        holder.vector = vector
+        hidden.em_steering = holder
+        return VectorSolution(kind="vector", model=model, layer=layer, alpha=float(config.alpha), vector=vector,
+                              op=AddVector(vector, scale=float(config.alpha)))
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return FullSolution(kind="full", model=model)
+
+
+def _check_targets(model: torch.nn.Module, targets: list[str]) -> None:
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ModelError(f"this model has no modules named {', '.join(missing)}",
+                         hint="set --target-modules to module names it has (see `em model show`)")
+
+
+def adapter_dir(path: str | Path) -> Path:
+    """A PEFT adapter directory: the path itself or a run directory's adapter/."""
+    path = Path(path)
+    for candidate in (path, path / ADAPTER_DIR):
+        if (candidate / "adapter_config.json").exists():
+            return candidate
+    raise ModelError(f"no PEFT adapter found at {path}", hint="pass a run directory of `em finetune --method lora`")
+
+
+def vector_file(path: str | Path) -> Path:
+    """A trained vector file: the path itself or a run directory's vector.safetensors."""
+    path = Path(path)
+    candidate = path / VECTOR_FILE if path.is_dir() else path
+    if not candidate.exists():
+        raise ModelError(f"no steering vector found at {path}", hint="pass a run of `em finetune --method vector`")
+    return candidate
