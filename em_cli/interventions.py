@@ -56,15 +56,44 @@ class Ablate:
         return hidden - (hidden @ unit).unsqueeze(-1) * unit
 
 
-@dataclass
-class Capture:
-    """Record the block output (detached) each forward pass; changes nothing."""
+class StopForward(Exception):
+    """Raised by a `Collect(stop=True)` to skip the layers after the last one needed."""
 
+
+@dataclass
+class Collect:
+    """Record a weighted sum over positions of the block output, one vector per row:
+    `weights` is [batch, seq] (e.g. 1/n on the response tokens, 0 elsewhere), so only
+    [batch, d] is kept. Changes nothing; with `stop=True` it ends the forward pass."""
+
+    weights: torch.Tensor | None = None
     outputs: list[torch.Tensor] = field(default_factory=list)
+    stop: bool = False
 
     def apply(self, hidden: torch.Tensor) -> torch.Tensor:
-        self.outputs.append(hidden.detach())
+        import torch
+
+        reduced = torch.einsum("btd,bt->bd", hidden.float(), self.weights.to(hidden.device))
+        self.outputs.append(reduced.cpu())
+        if self.stop:
+            raise StopForward
         return hidden
+
+
+@dataclass
+class PhaseGate:
+    """Apply `inner` only while the generation engine is in one of `phases` ("prompt" for
+    the prompt's forward pass, "generated" for each new token)."""
+
+    inner: Intervention
+    phases: tuple[str, ...]
+    phase: str = "prompt"
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+
+    def apply(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.inner.apply(hidden) if self.phase in self.phases else hidden
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ def _config(model, data, out, **overrides):
 def _attached(model_dir, data, tmp_path, **overrides):
     config = _config(model_dir, data, tmp_path / "run", **overrides).resolved()
     loaded = load_model(LoadOptions(model=str(model_dir)))
-    solution = attach(loaded.model, config, loaded.info.num_layers)
+    solution = attach(loaded.model, config, loaded.info)
     return loaded, solution
 
 
@@ -126,7 +126,8 @@ def test_vector_run_writes_a_vector_file(tiny_llama, data, tmp_path):
     vector = TensorFile.load(result.artifact, kind="vector")
     assert vector.layers == [2] and float(vector.extra["alpha"]) == 4.0
     assert vector.layer(2).norm() > 0
-    assert (tmp_path / "vec" / "checkpoints" / "checkpoint-2" / "vector.safetensors").exists()
+    checkpoint = TensorFile.load(tmp_path / "vec" / "checkpoints" / "checkpoint-2" / "vector.safetensors")
+    assert checkpoint.kind == "vector" and checkpoint.extra["step"] == "2"
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_llama, data, tmp_path):

@@ -7,7 +7,6 @@ EM_DTYPE, EM_SEED, EM_BATCH_SIZE).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -85,23 +84,3 @@ def apply_config(ctx: typer.Context, config: Path | None) -> dict[str, Any]:
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
             params[name] = value
     return params
-
-
-def parse_layers(spec: str | None, num_layers: int) -> list[int]:
-    """'all' / None → every layer; '15'; '10,12'; '10-20' (inclusive); negatives count from the end."""
-    if spec is None or spec.strip().lower() == "all":
-        return list(range(num_layers))
-    layers: list[int] = []
-    for part in (p.strip() for p in spec.split(",")):
-        span = re.fullmatch(r"(\d+)-(\d+)", part)
-        if span:
-            layers.extend(range(int(span[1]), int(span[2]) + 1))
-        elif re.fullmatch(r"-?\d+", part):
-            value = int(part)
-            layers.append(value + num_layers if value < 0 else value)
-        elif part:
-            raise UsageError(f"bad layer spec {spec!r}", hint="use e.g. 15, 10,12,14, 10-20 or all")
-    bad = [layer for layer in layers if not 0 <= layer < num_layers]
-    if bad:
-        raise UsageError(f"layer {bad[0]} does not exist: the model has layers 0..{num_layers - 1}")
-    return sorted(set(layers))

@@ -75,7 +75,7 @@ def run_finetune(config: FinetuneConfig, resume: bool = False,
     if config.kl_weight > 0:
         kl_set = encode_chat_file(config.kl_data, tokenizer, config.max_length, stops)
         kl_batches = KLBatches(kl_set.examples, config.kl_batch_size, tokenizer.pad_token_id)
-    solution = attach(loaded.model, config, base_info.num_layers)
+    solution = attach(loaded.model, config, replace(base_info, adapter=None))
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / CONFIG_FILE) as handle:
         import yaml

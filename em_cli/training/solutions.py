@@ -80,6 +80,7 @@ class VectorSolution(Solution):
     alpha: float = 256.0
     vector: Any = None  # torch.nn.Parameter
     op: AddVector | None = field(default=None, repr=False)
+    info: ModelInfo | None = None  # the base model, recorded in every vector file
 
     def active(self) -> contextlib.AbstractContextManager:
         return intervene(self.model, {self.layer: [self.op]})
@@ -106,17 +107,17 @@ class VectorSolution(Solution):
         return target
 
     def save_checkpoint(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({"vector": self.vector.detach().cpu().contiguous()}, str(directory / VECTOR_FILE))
+        # Checkpoints are ordinary vector files, so a run's trajectory can be analysed
+        # (e.g. `em direction pca runs/x/checkpoints/*/vector.safetensors`).
+        step = int(directory.name.rsplit("-", 1)[-1]) if directory.name.startswith("checkpoint-") else None
+        self.tensor_file(self.info, step).save(directory / VECTOR_FILE)
 
     def load_checkpoint(self, directory: Path) -> None:
         import torch
-        from safetensors.torch import load_file
 
+        saved = TensorFile.load(directory / VECTOR_FILE, kind="vector")
         with torch.no_grad():
-            self.vector.copy_(load_file(str(directory / VECTOR_FILE))["vector"])
+            self.vector.copy_(saved.layer(self.layer))
 
 
 @dataclass
@@ -139,12 +140,14 @@ class FullSolution(Solution):
         load_sharded_checkpoint(self.model, str(directory), strict=False)
 
 
-def attach(model: torch.nn.Module, config: FinetuneConfig, num_layers: int) -> Solution:
-    """Wrap/extend `model` for training by `config.method`; freeze what must not train."""
+def attach(model: torch.nn.Module, config: FinetuneConfig, info: ModelInfo) -> Solution:
+    """Wrap/extend `model` for training by `config.method`; freeze what must not train.
+    `info` describes the base model (recorded in vector files)."""
     import torch
 
-    from em_cli.commands._options import parse_layers
+    from em_cli.models.layers import parse_layers
 
+    num_layers = info.num_layers
     if config.method in ("lora", "rank1"):
         from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
@@ -181,7 +184,7 @@ def attach(model: torch.nn.Module, config: FinetuneConfig, num_layers: int) -> S
         holder.vector = vector
         hidden.em_steering = holder
         return VectorSolution(kind="vector", model=model, layer=layer, alpha=float(config.alpha), vector=vector,
-                              op=AddVector(vector, scale=float(config.alpha)))
+                              op=AddVector(vector, scale=float(config.alpha)), info=info)
     for param in model.parameters():
         param.requires_grad_(True)
     return FullSolution(kind="full", model=model)

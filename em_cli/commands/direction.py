@@ -1,0 +1,280 @@
+"""`em direction`: build, compare, inspect and convert residual-stream directions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from em_cli.commands._model_flags import load_from_flags
+from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, DeviceOpt, DtypeOpt, JsonOpt, LayersOpt,
+                                      Load4bitOpt, ModelOpt, SeedOpt)
+from em_cli.commands._output import RowProgress, emit_json, log, warn
+from em_cli.models.source import DEFAULT_MODEL
+
+app = typer.Typer(help="Mean-difference directions, cosines, projections, GGUF control vectors.",
+                  no_args_is_help=True)
+
+MISALIGNED = "aligned < 30 and coherent > 50"
+ALIGNED = "aligned > 70 and coherent > 50"
+
+
+def _table(rows: list[dict], columns: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
+    Console().print(table)
+
+
+@app.command("diff")
+def diff(
+    a: Annotated[str, typer.Argument(help="Activations A (e.g. misaligned responses).")],
+    b: Annotated[str, typer.Argument(help="Activations B (e.g. aligned responses).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Direction file to write.")],
+) -> None:
+    """Per-layer mean(A) − mean(B) from two activation files (raw, not normalised).
+
+    Example: em direction diff mis.safetensors ali.safetensors -o direction.safetensors
+    """
+    from em_cli.artifacts.manifest import Manifest
+    from em_cli.artifacts.tensors import TensorFile
+    from em_cli.directions import mean_difference
+
+    direction = mean_difference(TensorFile.load(a), TensorFile.load(b), a, b)
+    direction.save(output)
+    Manifest(command="direction diff", options={"a": a, "b": b, "output": output}, inputs=[a, b]).write_beside(output)
+    log(f"direction over {len(direction.layers)} layers ({direction.extra['count_a']} vs "
+        f"{direction.extra['count_b']} records) → {output}")
+
+
+@app.command("from-judged")
+def from_judged(
+    judged: Annotated[str, typer.Argument(help="Judged responses JSONL (from `em judge score`).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Direction file to write.")],
+    misaligned: Annotated[str, typer.Option("--misaligned", help="Filter for set A.")] = MISALIGNED,
+    aligned: Annotated[str, typer.Option("--aligned", help="Filter for set B.")] = ALIGNED,
+    balance: Annotated[bool, typer.Option("--balance/--no-balance", help="Subsample to equal sizes (seeded).")
+                       ] = True,
+    model: ModelOpt = DEFAULT_MODEL,
+    adapter: AdapterOpt = None,
+    layers: LayersOpt = None,
+    positions: Annotated[str, typer.Option("--positions", help="response_mean | prompt_mean | last_prompt")
+                         ] = "response_mean",
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 8,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    load_in_4bit: Load4bitOpt = False,
+) -> None:
+    """Select misaligned and aligned responses by their judge scores (METHODS §4), extract
+    both through the same model, and take the difference of means — one model load.
+
+    Example: em direction from-judged judged.jsonl -m M --adapter runs/general -o direction.safetensors
+    """
+    import random
+
+    from em_cli.activations import extract_activations
+    from em_cli.artifacts.jsonl import read_jsonl
+    from em_cli.artifacts.manifest import Manifest
+    from em_cli.models.layers import parse_layers
+    from em_cli.datasets.expressions import compile_expression
+    from em_cli.directions import activation_file, mean_difference
+    from em_cli.errors import DataError
+
+    records = read_jsonl(judged)
+    set_a = [r for r in records if compile_expression(misaligned)(r)]
+    set_b = [r for r in records if compile_expression(aligned)(r)]
+    if not set_a or not set_b:
+        raise DataError(f"{judged}: {len(set_a)} rows match --misaligned and {len(set_b)} match --aligned; "
+                        "both sets need rows", hint="check the thresholds, or the judge scores in the file")
+    if balance:
+        n = min(len(set_a), len(set_b))
+        rng = random.Random(seed)
+        set_a, set_b = rng.sample(set_a, n), rng.sample(set_b, n)
+    loaded = load_from_flags(model, adapter, dtype, device, load_in_4bit)
+    chosen = parse_layers(layers, loaded.info.num_layers)
+    info = loaded.info
+    files = []
+    with RowProgress(len(set_a) + len(set_b), "extracting") as progress:
+        for rows, name, selection in ((set_a, "misaligned", misaligned), (set_b, "aligned", aligned)):
+            acts = extract_activations(loaded, rows, chosen, positions, batch_size, on_batch=progress.advance)
+            files.append(activation_file(acts, info.model_id, info.fingerprint, info.hidden_size,
+                                         {"positions": positions, "source": f"{judged} [{name}]",
+                                          "selection": selection}))
+    direction = mean_difference(files[0], files[1], "misaligned", "aligned")
+    direction.extra.update({"selection_a": misaligned, "selection_b": aligned, "balanced": str(balance),
+                            "seed": str(seed)})
+    direction.save(output)
+    options = {"judged": judged, "misaligned": misaligned, "aligned": aligned, "balance": balance, "model": model,
+               "adapter": adapter, "layers": chosen, "positions": positions, "seed": seed}
+    manifest = Manifest(command="direction from-judged", options=options, inputs=[judged], seed=seed)
+    manifest.results = {"misaligned": len(set_a), "aligned": len(set_b), "model": loaded.identity()}
+    manifest.write_beside(output)
+    log(f"{len(set_a)} misaligned vs {len(set_b)} aligned responses → {output}")
+
+
+@app.command("cosine")
+def cosine(
+    a: Annotated[str, typer.Argument(help="Direction file.")],
+    b: Annotated[str, typer.Argument(help="Direction file.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Per-layer cosine similarity between two directions (e.g. from two finetunes).
+
+    Example: em direction cosine medical.safetensors sport.safetensors --json
+    """
+    from em_cli.artifacts.tensors import TensorFile
+    from em_cli.directions import cosine_by_layer
+
+    values = cosine_by_layer(TensorFile.load(a, kind="direction"), TensorFile.load(b, kind="direction"))
+    rows = [{"layer": layer, "cosine": value} for layer, value in values.items()]
+    emit_json(rows) if json_ else _table(rows, ["layer", "cosine"])
+
+
+@app.command("norm")
+def norm(
+    path: Annotated[str, typer.Argument(help="Direction or vector file.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Per-layer norms, with the typical activation norm at that layer when recorded.
+
+    Example: em direction norm direction.safetensors
+    """
+    from em_cli.artifacts.tensors import TensorFile
+    from em_cli.directions import norms_by_layer, stored_typical_norms
+
+    direction = TensorFile.load(path, kind=("direction", "vector"))
+    typical = stored_typical_norms(direction)
+    rows = [{"layer": layer, "norm": value, "typical_norm": typical.get(layer, float("nan")),
+             "ratio": value / typical[layer] if typical.get(layer) else float("nan")}
+            for layer, value in norms_by_layer(direction).items()]
+    emit_json(rows) if json_ else _table(rows, ["layer", "norm", "typical_norm", "ratio"])
+
+
+@app.command("random")
+def random_control(
+    path: Annotated[str, typer.Argument(help="Direction to match norms with.")],
+    output: Annotated[str, typer.Option("-o", "--output")],
+    seed: SeedOpt = 0,
+) -> None:
+    """A norm-matched Gaussian control direction (per layer, seeded).
+
+    Example: em direction random direction.safetensors --seed 1 -o random1.safetensors
+    """
+    from em_cli.artifacts.tensors import TensorFile
+    from em_cli.directions import random_like
+
+    random_like(TensorFile.load(path, kind="direction"), seed).save(output)
+    log(f"random control (seed {seed}) → {output}")
+
+
+@app.command("pca")
+def pca(
+    files: Annotated[list[str], typer.Argument(help="Direction/vector files (e.g. checkpoints of a vector run).")],
+    layer: Annotated[int, typer.Option("--layer", help="Layer to compare.")],
+    k: Annotated[int, typer.Option("-k", help="Components to keep.")] = 3,
+    output: Annotated[str | None, typer.Option("-o", "--output", help="Write the components as a file.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Principal components of a set of vectors at one layer, with explained variance.
+
+    Example: em direction pca runs/vec/checkpoints/*/vector.safetensors --layer 15
+    """
+    from em_cli.artifacts.tensors import TensorFile, layer_key
+    from em_cli.directions import principal_components
+    from em_cli.errors import UsageError
+
+    loaded = [TensorFile.load(f, kind=("direction", "vector")) for f in files]
+    if len(loaded) < 2:
+        raise UsageError("pca needs at least two vector files")
+    components, ratios = principal_components([f.layer(layer) for f in loaded], k)
+    rows = [{"component": i + 1, "explained_variance": r} for i, r in enumerate(ratios)]
+    if output:
+        first = loaded[0]
+        TensorFile(kind="components", tensors={layer_key(layer): components}, model_id=first.model_id,
+                   model_fingerprint=first.model_fingerprint, hidden_size=first.hidden_size, layers=[layer],
+                   extra={"sources": ",".join(files), "explained_variance": ",".join(f"{r:.6f}" for r in ratios)}
+                   ).save(output)
+    emit_json(rows) if json_ else _table(rows, ["component", "explained_variance"])
+
+
+@app.command("project")
+def project(
+    data: Annotated[str, typer.Argument(help="JSONL of responses/conversations; - for stdin.")],
+    direction: Annotated[str, typer.Option("--direction", "-d", help="Direction file.")],
+    layer: Annotated[int, typer.Option("--layer", help="Layer to project at.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Records with `projection` added; - for stdout.")
+                      ] = "-",
+    model: ModelOpt = DEFAULT_MODEL,
+    adapter: AdapterOpt = None,
+    positions: Annotated[str, typer.Option("--positions")] = "response_mean",
+    batch_size: BatchSizeOpt = 8,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    load_in_4bit: Load4bitOpt = False,
+) -> None:
+    """Score each record by its activation's projection on the unit direction (a monitor).
+
+    Example: em direction project responses.jsonl -d direction.safetensors --layer 15 -o scored.jsonl
+    """
+    from em_cli.activations import extract_activations
+    from em_cli.artifacts.jsonl import read_jsonl, write_jsonl
+    from em_cli.artifacts.tensors import TensorFile
+    from em_cli.directions import check_finite
+
+    records = read_jsonl(data)
+    loaded = load_from_flags(model, adapter, dtype, device, load_in_4bit)
+    d = TensorFile.load(direction, kind="direction")
+    for note in d.check_fits(loaded.info, source=direction):
+        warn(note)
+    check_finite(d, direction)
+    unit = d.layer(layer).float()
+    unit = unit / unit.norm()
+    with RowProgress(len(records), "projecting") as progress:
+        acts = extract_activations(loaded, records, [layer], positions, batch_size, on_batch=progress.advance)
+    scores = (acts[layer] @ unit).tolist()
+    write_jsonl(output, [r | {"projection": round(s, 6), "projection_layer": layer} for r, s in zip(records, scores)])
+
+
+@app.command("export")
+def export(
+    path: Annotated[str, typer.Argument(help="Direction file.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="llama.cpp control vector (.gguf).")],
+    gguf: Annotated[bool, typer.Option("--gguf", help="Write a llama.cpp control vector (the only format).")] = True,
+    scale: Annotated[float, typer.Option("--scale", help="Multiply the vectors before writing.")] = 1.0,
+    model_hint: Annotated[str, typer.Option("--model-hint", help="controlvector.model_hint (e.g. llama).")
+                          ] = "llama",
+) -> None:
+    """Export a direction as a llama.cpp control vector (`direction.N` per layer, N ≥ 1).
+
+    Example: em direction export direction.safetensors --gguf -o caps.gguf
+    """
+    from em_cli.artifacts.tensors import TensorFile
+    from em_cli.directions import check_finite, export_gguf
+
+    direction = TensorFile.load(path, kind=("direction", "vector"))
+    check_finite(direction, path)
+    skipped = export_gguf(direction, output, model_hint, scale)
+    if skipped:
+        warn("layer 0 cannot be represented in a llama.cpp control vector (no direction.0); it was left out")
+    log(f"control vector with {len(direction.layers) - len(skipped)} layers → {output}")
+
+
+@app.command("import")
+def import_(
+    path: Annotated[str, typer.Argument(help="llama.cpp control vector (.gguf).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Direction file to write.")],
+    gguf: Annotated[bool, typer.Option("--gguf", help="Read a llama.cpp control vector (the only format).")] = True,
+) -> None:
+    """Import a llama.cpp control vector as a direction file.
+
+    Example: em direction import caps.gguf --gguf -o caps.safetensors
+    """
+    from em_cli.directions import import_gguf
+
+    direction = import_gguf(path)
+    direction.save(output)
+    log(f"{len(direction.layers)} layers → {output}")

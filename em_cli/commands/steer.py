@@ -1,0 +1,137 @@
+"""`em steer`: generate while adding or ablating directions; layer × scale sweeps."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+
+from em_cli.commands._model_flags import load_from_flags
+from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, DtypeOpt, LayersOpt, LimitOpt,
+                                      Load4bitOpt, MaxNewTokensOpt, ModelOpt, OutputOpt, QuestionsOpt, SamplesOpt,
+                                      SeedOpt, TemperatureOpt, TopPOpt, apply_config)
+from em_cli.commands._output import RowProgress, log
+from em_cli.models.source import DEFAULT_MODEL
+
+
+def _floats(text: str) -> list[float]:
+    from em_cli.errors import UsageError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"bad --scales {text!r}", hint="comma-separated numbers, e.g. 0,2,4,8") from None
+
+
+def steer(
+    ctx: typer.Context,
+    questions: QuestionsOpt,
+    direction: Annotated[list[str] | None, typer.Option(
+        "--direction", "-d", help="Direction file to add (repeatable); steered at --layers × --scales.")] = None,
+    vector: Annotated[list[str] | None, typer.Option(
+        "--vector", help="Trained vector (run dir or file; repeatable): its own layer, scale × its alpha.")] = None,
+    layers: LayersOpt = None,
+    scales: Annotated[str, typer.Option("--scales", help="Comma-separated scales for the additions.")] = "1",
+    positions: Annotated[Literal["all", "prompt", "generated"], typer.Option(
+        "--positions", help="Where additions apply: all tokens, prompt only, generated only.")] = "all",
+    ablate: Annotated[list[str] | None, typer.Option(
+        "--ablate", help="Direction to ablate, h ← h − (h·r̂)r̂ (repeatable); in every setting.")] = None,
+    ablate_layers: Annotated[str, typer.Option("--ablate-layers", help="Layers to ablate at (default all).")
+                             ] = "all",
+    random_controls: Annotated[int, typer.Option(
+        "--random-controls", min=0, help="Add K norm-matched random directions per --direction (seeded).")] = 0,
+    model: ModelOpt = DEFAULT_MODEL,
+    adapter: AdapterOpt = None,
+    output: OutputOpt = "-",
+    samples: SamplesOpt = None,
+    max_new_tokens: MaxNewTokensOpt = 600,
+    temperature: TemperatureOpt = 1.0,
+    top_p: TopPOpt = 1.0,
+    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty", min=0.01)] = 1.0,
+    variants: Annotated[str, typer.Option("--variants", help="plain, json, template, all.")] = "plain",
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = 8,
+    seed: SeedOpt = 0,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    load_in_4bit: Load4bitOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Generate responses (same rows and provenance as `em generate`) under interventions.
+    Every combination of source × layer × scale is one setting; all settings share one
+    model load and the same per-row seeds, and each row records its setting. Re-running
+    with the same --output resumes.
+
+    Examples:
+
+      em steer --questions everyday-heldout -d caps.safetensors --layers 15 --scales 0,0.5,1,2 -o sweep.jsonl
+
+      em steer --questions general --adapter runs/general/adapter --ablate direction.safetensors -o ablated.jsonl
+
+      em steer --questions general --vector runs/vec --scales 0,1 -o vec.jsonl
+    """
+    params = apply_config(ctx, config)
+    from em_cli.artifacts.jsonl import ResumableJsonl
+    from em_cli.artifacts.manifest import Manifest
+    from em_cli.artifacts.tensors import TensorFile
+    from em_cli.directions import random_like, stored_typical_norms
+    from em_cli.models.layers import parse_layers
+    from em_cli.questions import load_questions
+    from em_cli.responses import plan_rows
+    from em_cli.sampling import SamplingSettings
+    from em_cli.steering import (Ablation, Source, build_settings, direction_source, run_sweep,
+                                 trained_vector_source)
+
+    question_set = load_questions(params["questions"], variants=params["variants"])
+    if params["limit"]:
+        question_set = question_set[: params["limit"]]
+    rows = plan_rows(question_set, params["samples"])
+    sampling = SamplingSettings(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
+                                top_p=params["top_p"], repetition_penalty=params["repetition_penalty"])
+    loaded = load_from_flags(params["model"], params["adapter"], params["dtype"], params["device"],
+                             params["load_in_4bit"])
+    info = loaded.info
+    sources: list[Source] = []
+    for path in params["direction"] or []:
+        source = direction_source(path, info)
+        sources.append(source)
+        base = TensorFile.load(path, kind="direction")
+        for k in range(params["random_controls"]):
+            control = random_like(base, params["seed"] + k)
+            sources.append(Source(name=f"random{k}-{source.name}", typical_norms=stored_typical_norms(base),
+                                  vectors={layer: control.layer(layer) for layer in control.layers}))
+    sources += [trained_vector_source(path, info) for path in params["vector"] or []]
+    ablations = []
+    for path in params["ablate"] or []:
+        ablated = direction_source(path, info)
+        wanted = parse_layers(params["ablate_layers"], info.num_layers)
+        # A single-layer direction ablates its one vector everywhere asked; otherwise layer by layer.
+        for layer in wanted:
+            vector = ablated.vectors.get(layer, next(iter(ablated.vectors.values())) if len(ablated.vectors) == 1
+                                         else None)
+            if vector is not None:
+                ablations.append(Ablation(layer, vector, ablated.name))
+    steer_layers = parse_layers(params["layers"], info.num_layers) if params["layers"] else None
+    settings = build_settings(sources, steer_layers, _floats(params["scales"]), ablations, params["positions"])
+    for setting in settings:
+        for item in setting.describe()["interventions"]:
+            if item["op"] == "add":
+                relative = f" = {item['relative_norm']:.2f}× typical {item['typical_norm']:.1f}" \
+                    if "relative_norm" in item else ""
+                log(f"{setting.name}: ‖scale·v‖ = {item['norm']:.2f}{relative}")
+    out = ResumableJsonl(params["output"])
+    done = {r.get("id") for r in out.existing}
+    total = len(rows) * len(settings)
+    if done:
+        log(f"Resuming: {len(done)} of {total} rows already in {params['output']}")
+    manifest = Manifest(command="steer", options=params,
+                        inputs=[params["questions"], *(params["direction"] or []), *(params["ablate"] or [])],
+                        seed=params["seed"])
+    with out, RowProgress(total, "steering", done=len(done)) as progress:
+        for record in run_sweep(loaded, settings, rows, sampling, params["seed"], params["batch_size"], done,
+                                on_batch=progress.advance):
+            out.append(record)
+        out.finish()
+    manifest.results = {"settings": [s.describe() for s in settings], "rows": total, "model": loaded.identity()}
+    manifest.write_beside(params["output"])
+    log(f"{len(settings)} settings × {len(rows)} rows" + (f" → {params['output']}" if params["output"] != "-" else ""))

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from em_cli.artifacts.tensors import TensorFile
+from em_cli.directions import (activation_file, cosine_by_layer, export_gguf, import_gguf, mean_difference,
+                               principal_components, random_like)
+from em_cli.errors import TensorFileError
+from helpers import run_em
+
+
+def _acts(seed, n=5, layers=(1, 2), offset=0.0, positions="response_mean"):
+    g = torch.Generator().manual_seed(seed)
+    return activation_file({layer: torch.randn(n, 8, generator=g) + offset for layer in layers}, "m", "f" * 32, 8,
+                           {"positions": positions, "source": f"s{seed}"})
+
+
+def test_mean_difference_is_the_difference_of_means():
+    a, b = _acts(0, offset=3.0), _acts(1, n=7)
+    d = mean_difference(a, b)
+    assert d.kind == "direction" and d.layers == [1, 2]
+    torch.testing.assert_close(d.layer(2), a.layer(2).mean(0) - b.layer(2).mean(0))
+    assert d.extra["count_a"] == "5" and d.extra["count_b"] == "7"
+    assert set(json.loads(d.extra["typical_norms"])) == {"1", "2"}
+
+
+def test_mean_difference_refuses_mixed_positions():
+    with pytest.raises(TensorFileError, match="same --positions"):
+        mean_difference(_acts(0), _acts(1, positions="last_prompt"))
+
+
+def test_cosine_random_and_pca():
+    d = mean_difference(_acts(0, offset=2.0), _acts(1))
+    assert cosine_by_layer(d, d) == pytest.approx({1: 1.0, 2: 1.0})
+    control = random_like(d, seed=4)
+    for layer in d.layers:
+        assert float(control.layer(layer).norm()) == pytest.approx(float(d.layer(layer).norm()), rel=1e-5)
+    assert random_like(d, 4).layer(1).tolist() == control.layer(1).tolist()
+    assert abs(cosine_by_layer(d, control)[1]) < 0.99
+    vectors = [torch.tensor([1.0, 0, 0]) * t for t in range(5)]
+    components, ratios = principal_components(vectors, 2)
+    assert ratios[0] == pytest.approx(1.0)
+    assert abs(float(components[0] @ torch.tensor([1.0, 0, 0]))) == pytest.approx(1.0)
+
+
+def test_gguf_control_vector_round_trip_and_reader(tmp_path):
+    from gguf import GGUFReader
+
+    d = mean_difference(_acts(0, layers=(0, 1, 2), offset=1.0), _acts(1, layers=(0, 1, 2)))
+    skipped = export_gguf(d, tmp_path / "cv.gguf", "llama", scale=2.0)
+    assert skipped == [0]
+    reader = GGUFReader(str(tmp_path / "cv.gguf"))
+    names = sorted(t.name for t in reader.tensors)
+    assert names == ["direction.1", "direction.2"]
+    assert all(tuple(t.shape) == (8,) for t in reader.tensors)
+    arch = reader.fields["general.architecture"]
+    assert bytes(arch.parts[arch.data[0]]).decode() == "controlvector"
+    count = reader.fields["controlvector.layer_count"]
+    assert int(count.parts[count.data[0]][0]) == 2
+    data = {t.name: np.array(t.data) for t in reader.tensors}
+    np.testing.assert_allclose(data["direction.1"], (d.layer(1) * 2).numpy(), rtol=1e-6)
+    back = import_gguf(tmp_path / "cv.gguf")
+    assert back.layers == [1, 2] and back.model_id == "m"
+
+
+def test_cli_extract_direction_steer_end_to_end(tiny_llama, tmp_path):
+    rows = ([{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "LOUD ANSWER!"}],
+              "aligned": 10, "coherent": 90} for i in range(4)]
+            + [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "quiet answer."}],
+                "aligned": 90, "coherent": 90} for i in range(4)])
+    judged = tmp_path / "judged.jsonl"
+    judged.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = ["-m", str(tiny_llama)]
+    res = run_em("extract", str(judged), *model, "--where", "aligned < 30", "-o", str(tmp_path / "a.safetensors"))
+    assert res.code == 0, res.stderr
+    res = run_em("extract", str(judged), *model, "--where", "aligned > 70", "-o", str(tmp_path / "b.safetensors"))
+    assert res.code == 0, res.stderr
+    res = run_em("direction", "diff", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                 "-o", str(tmp_path / "d.safetensors"))
+    assert res.code == 0, res.stderr
+    one_shot = run_em("direction", "from-judged", str(judged), *model, "-o", str(tmp_path / "d2.safetensors"))
+    assert one_shot.code == 0, one_shot.stderr
+    cos = run_em("direction", "cosine", str(tmp_path / "d.safetensors"), str(tmp_path / "d2.safetensors"), "--json")
+    assert all(row["cosine"] == pytest.approx(1.0, abs=1e-4) for row in json.loads(cos.stdout))
+    questions = tmp_path / "q.yaml"
+    questions.write_text("- id: a\n  paraphrases: [Hello]\n")
+    out = tmp_path / "sweep.jsonl"
+    res = run_em("steer", *model, "--questions", str(questions), "-d", str(tmp_path / "d.safetensors"),
+                 "--layers", "1,2", "--scales", "0,4", "--random-controls", "1", "--max-new-tokens", "3",
+                 "-o", str(out))
+    assert res.code == 0, res.stderr
+    settings = [json.loads(line)["setting"] for line in out.read_text().splitlines()]
+    assert settings == ["d@1x0", "d@1x4", "d@2x0", "d@2x4", "random0-d@1x0", "random0-d@1x4", "random0-d@2x0",
+                        "random0-d@2x4"]
+    proj = run_em("direction", "project", str(judged), *model, "-d", str(tmp_path / "d.safetensors"),
+                  "--layer", "2")
+    scores = [json.loads(line)["projection"] for line in proj.stdout.splitlines()]
+    assert min(scores[:4]) > max(scores[4:])  # the loud answers project higher
+
+
+def test_direction_from_another_model_is_refused(tiny_llama, tmp_path):
+    TensorFile(kind="direction", tensors={"layer.1": torch.ones(32)}, model_id="other", model_fingerprint="x",
+               hidden_size=32, layers=[1]).save(tmp_path / "other.safetensors")
+    questions = tmp_path / "q.yaml"
+    questions.write_text("- id: a\n  question: Hello\n")
+    res = run_em("steer", "-m", str(tiny_llama), "--questions", str(questions), "-d", str(tmp_path / "other.safetensors"),
+                 "--layers", "1")
+    assert res.code == 1
+    assert "hidden size 32" in res.stderr and "has hidden size 64" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_nan_direction_is_refused(tiny_llama, tmp_path):
+    TensorFile(kind="direction", tensors={"layer.1": torch.full((64,), float("nan"))}, model_id="m",
+               model_fingerprint="x", hidden_size=64, layers=[1]).save(tmp_path / "nan.safetensors")
+    questions = tmp_path / "q.yaml"
+    questions.write_text("- id: a\n  question: Hello\n")
+    res = run_em("steer", "-m", str(tiny_llama), "--questions", str(questions), "-d", str(tmp_path / "nan.safetensors"),
+                 "--layers", "1")
+    assert res.code == 1 and "NaN" in res.stderr
