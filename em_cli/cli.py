@@ -13,12 +13,17 @@ from typing import Annotated
 import typer
 
 from em_cli import __version__
+from em_cli.commands import dataset as dataset_cmd
+from em_cli.commands import dataset as dataset_cmd
+from em_cli.commands import direction as direction_cmd
+from em_cli.commands import extract as extract_cmd
 from em_cli.commands import finetune as finetune_cmd
 from em_cli.commands import generate as generate_cmd
 from em_cli.commands import info as info_cmd
 from em_cli.commands import model as model_cmd
 from em_cli.commands import questions as questions_cmd
 from em_cli.commands import serve as serve_cmd
+from em_cli.commands import steer as steer_cmd
 from em_cli.commands._errors import report
 from em_cli.errors import NotBuiltError
 
@@ -70,14 +75,23 @@ def _not_built(name: str, issue: int):
     return command
 
 
+# Built parts: single commands, and groups of subcommands (typer sub-apps).
 _BUILT: dict[str, object] = {
     "generate": generate_cmd.generate,
     "finetune": finetune_cmd.finetune,
+    "extract": extract_cmd.extract,
+    "steer": steer_cmd.steer,
+}
+_BUILT_GROUPS: dict[str, typer.Typer] = {
+    "dataset": dataset_cmd.app,
+    "direction": direction_cmd.app,
 }
 
 for _name, (_help, _issue) in PLANNED.items():
-    if _name in _BUILT:
-        app.command(_name)(_BUILT[_name])
+    if _name in _BUILT_GROUPS:
+        app.add_typer(_BUILT_GROUPS[_name], name=_name, short_help=_help)
+    elif _name in _BUILT:
+        app.command(_name, short_help=_help)(_BUILT[_name])
     else:
         app.command(_name, help=f"{_help} (not built yet)",
                     context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
@@ -85,7 +99,7 @@ for _name, (_help, _issue) in PLANNED.items():
 
 app.add_typer(model_cmd.app, name="model")
 app.add_typer(questions_cmd.app, name="questions")
-app.command("serve")(serve_cmd.serve)
+app.command("serve", short_help="Serve a local model as an OpenAI-compatible endpoint (for judging, data, evals).")(serve_cmd.serve)
 app.command("info")(info_cmd.info)
 
 
