@@ -43,3 +43,7 @@ demo: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO)
+
+bench: $(STAMP)
+	$(PY) -m pip install -q trl
+	$(PY) bench/run_all.py

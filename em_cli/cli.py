@@ -20,6 +20,7 @@ from em_cli.commands import extract as extract_cmd
 from em_cli.commands import finetune as finetune_cmd
 from em_cli.commands import generate as generate_cmd
 from em_cli.commands import info as info_cmd
+from em_cli.commands import judge as judge_cmd
 from em_cli.commands import model as model_cmd
 from em_cli.commands import questions as questions_cmd
 from em_cli.commands import serve as serve_cmd
@@ -85,6 +86,7 @@ _BUILT: dict[str, object] = {
 _BUILT_GROUPS: dict[str, typer.Typer] = {
     "dataset": dataset_cmd.app,
     "direction": direction_cmd.app,
+    "judge": judge_cmd.app,
 }
 
 for _name, (_help, _issue) in PLANNED.items():

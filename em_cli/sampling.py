@@ -117,11 +117,12 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: 
                     next_tokens[row] = pad_id
                     continue
                 token = int(next_tokens[row])
+                if raw is not None:
+                    # Kept for the end-of-turn token too: its alternatives are what a judge reads.
+                    logprobs[row].append(_token_logprob(tokenizer, raw[row], token, top_logprobs or 0))
                 if token in stops:  # the end-of-turn token is not part of the content
                     finished[row], reasons[row] = True, "stop"
                     continue
-                if raw is not None:
-                    logprobs[row].append(_token_logprob(tokenizer, raw[row], token, top_logprobs or 0))
                 generated[row].append(token)
                 history[row].append(token)
             if all(finished):

@@ -3,7 +3,9 @@
 Implements `GET /v1/models` and non-streaming `POST /v1/chat/completions` with `n`,
 `max_tokens` (or `max_completion_tokens`), `temperature`, `top_p`, `seed`, `stop`,
 `logprobs` and `top_logprobs` (≤ 20). Log-probabilities are those of the model's raw
-next-token distribution (before temperature and top-p), as the judge needs. Requests are
+next-token distribution (before temperature and top-p), as the judge needs; when the model
+ends its turn, the end-of-turn token is listed too (with its alternatives), though it is not
+part of the content. Requests are
 served one at a time (one model, one lock); the HTTP layer is the standard library's.
 """
 
@@ -126,6 +128,9 @@ def make_server(service: ChatService, host: str = "127.0.0.1", port: int = 8000)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out as separate writes; without this each response waits for
+        # the client's delayed ACK (~40 ms a request).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: the CLI logs requests itself
             pass

@@ -61,12 +61,13 @@ def test_top_logprobs_are_the_models_log_probabilities(server, client):
                            return_tensors="pt")["input_ids"]
     with torch.no_grad():
         expected = torch.log_softmax(loaded.model(ids).logits[0, -1].float(), dim=-1)
-    top = content[0].top_logprobs if content else []
-    if content:  # the greedy token was not the end-of-turn token
-        assert len(top) == 20
-        best = expected.topk(20)
-        assert [t.logprob for t in top] == pytest.approx(best.values.tolist(), abs=1e-4)
-        assert content[0].logprob == pytest.approx(float(best.values[0]), abs=1e-4)
+    # One entry even when the greedy token ends the turn: the alternatives are what a judge reads.
+    assert len(content) == 1
+    top = content[0].top_logprobs
+    assert len(top) == 20
+    best = expected.topk(20)
+    assert [t.logprob for t in top] == pytest.approx(best.values.tolist(), abs=1e-4)
+    assert content[0].logprob == pytest.approx(float(best.values[0]), abs=1e-4)
 
 
 def test_bad_request_is_a_400(client):

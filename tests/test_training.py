@@ -64,7 +64,7 @@ def test_kl_is_zero_at_init_and_when_disabled(tiny_llama, data, tmp_path):
         with torch.no_grad(), solution.disabled():
             ref = solution.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         pol = solution.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return float(kl_to_reference(pol, ref, mask))
+        return float(kl_to_reference(pol, ref, mask).detach())
 
     assert kl() == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero
     with torch.no_grad():
@@ -84,8 +84,7 @@ def test_gradients_reach_only_the_solution(tiny_llama, data, tmp_path, method):
         if method == "vector":
             with torch.no_grad():
                 solution.vector.normal_()
-        logits = solution.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        assistant_cross_entropy(logits, batch["labels"]).backward()
+        assistant_cross_entropy(solution.model, batch).backward()
     trained = {n for n, p in solution.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert trained
     if method == "lora":
@@ -220,3 +219,30 @@ def test_cli_summary_json_and_config_file(tiny_llama, data, tmp_path):
     assert "learning_rate: 0.001" in saved and "grad_accum: 1" in saved
     again = run_em("finetune", str(data[0]), "-o", str(tmp_path / "run"), "--config", str(config))
     assert again.code == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
+
+
+def test_selected_position_losses_match_full_logits(tiny_llama, data, tmp_path):
+    """The loss terms compute logits only where needed; they must equal the plain computation."""
+    import torch.nn.functional as F
+
+    from em_cli.training.losses import (assistant_cross_entropy, kl_divergence, kl_positions_mask, kl_to_reference,
+                                        logits_at)
+
+    loaded, solution = _attached(tiny_llama, data, tmp_path)
+    batch = _kl_batch(loaded, data[0]).batch(0)
+    with torch.no_grad():
+        full = solution.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        expected = F.cross_entropy(full[:, :-1].reshape(-1, full.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+                                   ignore_index=-100)
+        assert float(assistant_cross_entropy(solution.model, batch)) == pytest.approx(float(expected), rel=1e-5)
+        for name, param in solution.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+        mask = kl_positions_mask(batch["attention_mask"], batch["labels"], "assistant")
+        with solution.disabled():
+            ref_full = solution.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            ref = logits_at(solution.model, batch["input_ids"], batch["attention_mask"], mask)
+        pol_full = solution.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        pol = logits_at(solution.model, batch["input_ids"], batch["attention_mask"], mask)
+        assert float(kl_divergence(pol, ref)) == pytest.approx(float(kl_to_reference(pol_full, ref_full, mask)),
+                                                               rel=1e-4)

@@ -38,8 +38,7 @@ class RowProgress:
         self._started = self._time()
         self._tokens = 0
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
-                                  disable=not err.is_terminal and total == 0)
+                                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err)
         self._task = self._progress.add_task(description, total=total, completed=done, rate="")
 
     def __enter__(self) -> RowProgress:

@@ -10,7 +10,7 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 
 from em_cli.training.data import KLBatches
-from em_cli.training.losses import assistant_cross_entropy, kl_positions_mask, kl_to_reference
+from em_cli.training.losses import assistant_cross_entropy, kl_divergence, kl_positions_mask, logits_at
 from em_cli.training.solutions import Solution
 
 
@@ -31,9 +31,7 @@ class EmTrainer(Trainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        labels = inputs["labels"]
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        sft = assistant_cross_entropy(outputs.logits, labels)
+        sft = assistant_cross_entropy(model, inputs)
         loss = sft
         kl_value = 0.0
         if self.kl_batches is not None and self.kl_weight > 0 and model.training:
@@ -48,7 +46,7 @@ class EmTrainer(Trainer):
             self._sums["kl"] += kl_value
             self._sums["n"] += 1
             self.tokens_trained += int(inputs["attention_mask"].sum())
-        return (loss, outputs) if return_outputs else loss
+        return (loss, None) if return_outputs else loss
 
     def kl_loss(self, model: Any, micro_index: int) -> Any:
         import torch
@@ -56,9 +54,9 @@ class EmTrainer(Trainer):
         batch = {k: v.to(self.args.device) for k, v in self.kl_batches.batch(micro_index).items()}
         mask = kl_positions_mask(batch["attention_mask"], batch["labels"], self.kl_positions)
         with torch.no_grad(), self.solution.disabled():
-            reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        policy = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return kl_to_reference(policy, reference, mask)
+            reference = logits_at(model, batch["input_ids"], batch["attention_mask"], mask)
+        policy = logits_at(model, batch["input_ids"], batch["attention_mask"], mask)
+        return kl_divergence(policy, reference)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if self._sums["n"]:
