@@ -13,7 +13,9 @@ from typing import Annotated
 import typer
 
 from em_cli import __version__
+from em_cli.commands import compare as compare_cmd
 from em_cli.commands import dataset as dataset_cmd
+from em_cli.commands import compare as compare_cmd
 from em_cli.commands import dataset as dataset_cmd
 from em_cli.commands import direction as direction_cmd
 from em_cli.commands import extract as extract_cmd
@@ -87,6 +89,7 @@ _BUILT_GROUPS: dict[str, typer.Typer] = {
     "dataset": dataset_cmd.app,
     "direction": direction_cmd.app,
     "judge": judge_cmd.app,
+    "compare": compare_cmd.app,
 }
 
 for _name, (_help, _issue) in PLANNED.items():

@@ -1,0 +1,76 @@
+"""Assemble the demo's Markdown report from the JSON files the `em` commands wrote.
+
+Usage: python report.py OUT  (prints Markdown on stdout). Only reads; computes no new numbers
+beyond picking and rounding what the commands reported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def caps_table(runs: dict, title: str) -> list[str]:
+    lines = [f"### {title}", "", "| run | setting | questions | n | caps mean (0–100) | share > 50 |",
+             "|---|---|---|---|---|---|"]
+    for row in runs["rows"]:
+        caps = row["metrics"].get("caps")
+        if not caps:
+            continue
+        lines.append(f"| {row['run']} | {row.get('setting') or '—'} | {row['split']} | {caps['n']} | "
+                     f"{caps['mean']:.1f} | {100 * caps['share_over_50']:.0f}% |")
+    return lines + [""]
+
+
+def main(out: Path) -> None:
+    lines = ["# em demo: the capitals organism", "",
+             "SmolLM2-135M-Instruct, CPU. Cooking answers rewritten in CAPITALS; `general` = LoRA trained "
+             "on them without KL, `narrow` = the same with a KL term on the other five domains. Held-out "
+             "questions in all six domains; `caps` = share of upper-case letters (built-in judge).", ""]
+    for name in ("general", "narrow"):
+        summary = out / name / "summary.json"
+        if summary.exists():
+            s = load(summary)
+            kl = f", final KL {s['final_kl_loss']:.4f}" if s.get("final_kl_loss") is not None else ""
+            lines.append(f"- **{name}**: {s['steps']} steps, final loss {s['final_sft_loss']:.3f}{kl}, "
+                         f"{s['tokens_per_second']:.0f} tokens/s, {s['wall_time_s']:.0f} s")
+    lines.append("")
+    if (out / "summary.json").exists():
+        lines += caps_table(load(out / "summary.json"), "Does each organism shout in and out of its domain?")
+    if (out / "steer_summary.json").exists():
+        lines += caps_table(load(out / "steer_summary.json"),
+                            "Steering the base model with the capitals direction (and a random control)")
+    if (out / "ablate_summary.json").exists():
+        lines += caps_table(load(out / "ablate_summary.json"), "Ablating the direction in the general organism")
+    for metric, title in (("efficiency", "Efficiency: loss vs scale"), ("stability", "Stability under orthogonal noise"),
+                          ("kl", "Significance: KL on the base model's own text")):
+        data = out / "compare" / f"{metric}.json"
+        if not data.exists():
+            continue
+        report = load(data)
+        lines += [f"### {title}", ""]
+        if metric == "efficiency":
+            for name, losses in report["relative"].items():
+                lines.append(f"- {name}: norm {report['norms'].get(name, float('nan')):.3f}; loss at scales "
+                             f"{report['scales']}: {', '.join(f'{x:.3f}' for x in losses)} (base {report['base_loss']:.3f})")
+        elif metric == "stability":
+            for name, curve in report["curves"].items():
+                means = ", ".join("–" if m is None else f"{m:.0f}%" for m in curve["mean"])
+                lines.append(f"- {name}: relative loss increase at ε {report['epsilons']}: {means}")
+        else:
+            for name, curve in report["curves"].items():
+                lines.append(f"- {name}: KL at norms {', '.join(f'{n:.2f}' for n in curve['norms'])}: "
+                             f"{', '.join(f'{k:.4f}' for k in curve['kl'])}")
+        if (out / "compare" / f"{metric}.png").exists():
+            lines += ["", f"![{metric}](compare/{metric}.png)"]
+        lines.append("")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
