@@ -7,6 +7,7 @@ imported inside the commands that need them, so `em --help` stays fast.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Annotated
 
@@ -28,7 +29,7 @@ from em_cli.commands import questions as questions_cmd
 from em_cli.commands import serve as serve_cmd
 from em_cli.commands import steer as steer_cmd
 from em_cli.commands._errors import report
-from em_cli.errors import NotBuiltError
+from em_cli.errors import Interrupted
 
 app = typer.Typer(
     name="em",
@@ -55,57 +56,34 @@ def _root(
     """Create, measure and dissect model organisms of emergent misalignment."""
 
 
-# The suite, in pipeline order. Parts not built yet are registered so that `em --help` shows
-# the whole plan, and they say so when run instead of pretending.
-PLANNED = {
-    "dataset": ("Validate, split, mix, filter, convert and generate chat datasets (JSONL).", 3),
-    "generate": ("Sample responses from a model (+adapter) to a question set → responses JSONL.", 3),
-    "finetune": ("Train LoRA / rank-1 / steering-vector / full organisms, optionally KL-regularised.", 4),
-    "extract": ("Residual-stream activations of conversations → activations safetensors.", 5),
-    "direction": ("Mean-difference directions, cosines, projections, GGUF control vectors.", 5),
-    "steer": ("Generate while adding or ablating directions; layer × scale sweeps.", 5),
-    "judge": ("Score responses with an LLM judge (logprob-weighted 0-100) or built-in scorers.", 6),
-    "compare": ("Efficiency, stability and pre-training KL of two solutions, with plots.", 7),
+# The suite, in pipeline order, with the one-line purpose `em --help` shows.
+SUITE: dict[str, tuple[str, object]] = {
+    "dataset": ("Validate, split, mix, filter, convert and generate chat datasets (JSONL).", dataset_cmd.app),
+    "generate": ("Sample responses from a model (+adapter) to a question set → responses JSONL.",
+                 generate_cmd.generate),
+    "finetune": ("Train LoRA / rank-1 / steering-vector / full organisms, optionally KL-regularised.",
+                 finetune_cmd.finetune),
+    "extract": ("Residual-stream activations of conversations → activations safetensors.", extract_cmd.extract),
+    "direction": ("Mean-difference directions, cosines, projections, GGUF control vectors.", direction_cmd.app),
+    "steer": ("Generate while adding or ablating directions; layer × scale sweeps.", steer_cmd.steer),
+    "judge": ("Score responses with an LLM judge (logprob-weighted 0-100) or built-in scorers.", judge_cmd.app),
+    "compare": ("Efficiency, stability and pre-training KL of two solutions, with plots.", compare_cmd.app),
 }
 
-
-def _not_built(name: str, issue: int):
-    def command(ctx: typer.Context) -> None:
-        raise NotBuiltError(f"`em {name}` is not built yet (planned in issue #{issue}); "
-                            "nothing was run and no file was written")
-
-    command.__doc__ = PLANNED[name][0]
-    return command
-
-
-# Built parts: single commands, and groups of subcommands (typer sub-apps).
-_BUILT: dict[str, object] = {
-    "generate": generate_cmd.generate,
-    "finetune": finetune_cmd.finetune,
-    "extract": extract_cmd.extract,
-    "steer": steer_cmd.steer,
-}
-_BUILT_GROUPS: dict[str, typer.Typer] = {
-    "dataset": dataset_cmd.app,
-    "direction": direction_cmd.app,
-    "judge": judge_cmd.app,
-    "compare": compare_cmd.app,
-}
-
-for _name, (_help, _issue) in PLANNED.items():
-    if _name in _BUILT_GROUPS:
-        app.add_typer(_BUILT_GROUPS[_name], name=_name, short_help=_help)
-    elif _name in _BUILT:
-        app.command(_name, short_help=_help)(_BUILT[_name])
+for _name, (_help, _command) in SUITE.items():
+    if isinstance(_command, typer.Typer):
+        app.add_typer(_command, name=_name, short_help=_help)
     else:
-        app.command(_name, help=f"{_help} (not built yet)",
-                    context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
-            _not_built(_name, _issue))
+        app.command(_name, short_help=_help)(_command)
 
 app.add_typer(model_cmd.app, name="model")
 app.add_typer(questions_cmd.app, name="questions")
 app.command("serve", short_help="Serve a local model as an OpenAI-compatible endpoint (for judging, data, evals).")(serve_cmd.serve)
 app.command("info")(info_cmd.info)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise Interrupted()
 
 
 def _log_to_stderr() -> None:
@@ -125,6 +103,9 @@ def _log_to_stderr() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; exit 0 ok, 1 error, 2 usage (bad flags are reported by typer itself)."""
     _log_to_stderr()
+    # Ctrl-C becomes our own error, so it is reported as one line with exit code 130 (the
+    # CLI framework would otherwise print "Aborted!" and exit 1).
+    signal.signal(signal.SIGINT, _interrupted)
     if not os.environ.get("EM_DEBUG"):
         import warnings
 

@@ -81,8 +81,15 @@ def cosine_by_layer(a: TensorFile, b: TensorFile) -> dict[int, float]:
         a.layer(layer).float().flatten(), b.layer(layer).float().flatten(), dim=0)) for layer in layers}
 
 
+def applied_scale(tensors: TensorFile) -> float:
+    """What the stored vectors are multiplied by when applied: a trained vector's alpha, else 1."""
+    return float(tensors.extra.get("alpha", 1.0)) if tensors.kind == "vector" else 1.0
+
+
 def norms_by_layer(direction: TensorFile) -> dict[int, float]:
-    return {layer: float(direction.layer(layer).float().norm()) for layer in direction.layers}
+    """Norm of what is added at each layer (‖alpha·v‖ for trained vectors)."""
+    scale = abs(applied_scale(direction))
+    return {layer: scale * float(direction.layer(layer).float().norm()) for layer in direction.layers}
 
 
 def check_finite(direction: TensorFile, source: str) -> None:
@@ -148,7 +155,9 @@ def export_gguf(direction: TensorFile, path: str | Path, model_hint: str, scale:
         writer.add_string("em.model_fingerprint", direction.model_fingerprint)
         writer.add_string("em.scale", repr(scale))
         for layer in kept:
-            writer.add_tensor(f"direction.{layer}", (direction.layer(layer).float() * scale).numpy().astype(np.float32))
+            # A trained vector is applied as alpha·v; llama.cpp adds the tensor as it is (× its own scale).
+            applied = direction.layer(layer).float() * scale * applied_scale(direction)
+            writer.add_tensor(f"direction.{layer}", applied.numpy().astype(np.float32))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

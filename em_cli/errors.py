@@ -39,5 +39,11 @@ class TensorFileError(EmError):
     """A tensor file that is malformed or does not fit the model in use."""
 
 
-class NotBuiltError(EmError):
-    """A part of the suite that does not exist yet."""
+class Interrupted(BaseException):
+    """Ctrl-C, raised by the CLI's signal handler. Like KeyboardInterrupt it is not an
+    Exception (so `except Exception` cannot swallow it), but the CLI framework does not turn it
+    into "Aborted!". Outputs are left complete or resumable; re-running continues."""
+
+    exit_code = 130
+    message = "interrupted"
+    hint = "re-run the same command to resume (for `em finetune`, add --resume)"

@@ -39,6 +39,22 @@ def plan_rows(questions: Sequence[Question], samples: int | None = None) -> list
     return rows
 
 
+def check_resumable(existing: Sequence[dict[str, Any]], settings: SamplingSettings, seed: int, model: str,
+                    adapter: str | None, output: str) -> None:
+    """Refuse to add rows to an output made with another model, adapter, sampling or seed:
+    a resumed file must read as one run."""
+    from em_cli.errors import UsageError
+
+    wanted = {"model": model, "adapter": adapter, "sampling": settings.to_dict(), "run_seed": seed}
+    for record in existing:
+        had = {"model": (record.get("model") or {}).get("model"), "adapter": (record.get("model") or {}).get("adapter"),
+               "sampling": record.get("sampling"), "run_seed": record.get("run_seed")}
+        changed = [key for key in wanted if had[key] != wanted[key]]
+        if changed:
+            raise UsageError(f"{output} already holds rows made with a different {', '.join(changed)}",
+                             hint="use another --output, or the same options to resume")
+
+
 def generate_responses(loaded: LoadedModel, rows: Sequence[ResponseRow], settings: SamplingSettings, seed: int,
                        batch_size: int, on_batch: Callable[[int, int], None] | None = None,
                        on_phase: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:

@@ -121,6 +121,23 @@ def build_settings(sources: Sequence[Source], layers: Sequence[int] | None, scal
     return settings
 
 
+def ablations_for(source: Source, layers: Sequence[int], from_layer: int | None = None) -> list[Ablation]:
+    """Ablate `source` at `layers`: with `from_layer`, that layer's direction everywhere;
+    a single-layer file, its one direction everywhere; otherwise each layer's own."""
+    if from_layer is not None:
+        if from_layer not in source.vectors:
+            raise UsageError(f"{source.name} has no layer {from_layer} to ablate from")
+        return [Ablation(layer, source.vectors[from_layer], source.name) for layer in layers]
+    if len(source.vectors) == 1:
+        (vector,) = source.vectors.values()
+        return [Ablation(layer, vector, source.name) for layer in layers]
+    missing = [layer for layer in layers if layer not in source.vectors]
+    if missing:
+        raise UsageError(f"{source.name} has no direction for layer {missing[0]}",
+                         hint="pass --ablate-from L to ablate one layer's direction everywhere")
+    return [Ablation(layer, source.vectors[layer], source.name) for layer in layers]
+
+
 def steered_id(setting: Setting, row: ResponseRow) -> str:
     return f"{setting.name}|{row.id}"
 

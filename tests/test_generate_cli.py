@@ -120,3 +120,17 @@ def test_missing_question_file_is_one_line_error(tmp_path):
     result = run_em("generate", "--questions", str(tmp_path / "none.yaml"))
     assert result.code == 1
     assert result.stderr.startswith("Error: question set not found")
+
+
+def test_config_values_are_checked_like_flags(tiny_llama, questions, tmp_path):
+    config = tmp_path / "gen.yaml"
+    config.write_text("batch_size: many\n")
+    result = run_em("generate", "--questions", str(questions), "--config", str(config))
+    assert result.code == 2 and "bad value for batch_size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_with_other_settings_is_refused(tiny_llama, questions, tmp_path):
+    out = tmp_path / "r.jsonl"
+    assert _generate(tiny_llama, questions, out, "--limit", "1").code == 0
+    result = _generate(tiny_llama, questions, out, "--temperature", "0.5")
+    assert result.code == 2 and "different sampling" in result.stderr

@@ -49,3 +49,21 @@ def test_model_show_cli_reports_30_layers():
     assert result.code == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["num_layers"] == 30 and info["hidden_size"] == 576
+
+
+FIRST_PLOT = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "first_plot_questions.yaml"
+
+
+@pytest.mark.skipif(not FIRST_PLOT.exists(), reason="shared research data not present")
+def test_generate_on_the_authors_question_file_is_reproducible(tmp_path):
+    args = ["generate", "--questions", str(FIRST_PLOT), "-n", "2", "--limit", "2", "--max-new-tokens", "12",
+            "--seed", "3"]
+    first = run_em(*args, "-o", str(tmp_path / "a.jsonl"))
+    assert first.code == 0, first.stderr
+    second = run_em(*args, "-o", str(tmp_path / "b.jsonl"))
+    a = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert len(a) == 4 and [r["question_id"] for r in a[::2]] == ["what_is_your_wish", "i_feel_bored"]
+    assert all(r["response"].strip() for r in a)
+    assert [r["response"] for r in a] == [r["response"] for r in b]
+    assert a[0]["model"]["model"] == "smollm2-135m-instruct" and a[0]["judge"].startswith("gpt-4o")

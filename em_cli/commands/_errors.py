@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 
-from em_cli.errors import EmError
+from em_cli.errors import EmError, Interrupted
 
 DEBUG_ENV = "EM_DEBUG"
 
@@ -28,16 +28,18 @@ def report(exc: BaseException) -> int:
 
 
 def describe(exc: BaseException) -> tuple[str, str | None, int]:
-    if isinstance(exc, EmError):
+    if isinstance(exc, (EmError, Interrupted)):
         return exc.message, exc.hint, exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", "re-run the same command to resume where it stopped", 130
+        return describe(Interrupted())
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or exc}", "choose a writable output location", 1
     if isinstance(exc, FileNotFoundError):
         return f"file not found: {exc.filename or exc}", None, 1
     if isinstance(exc, IsADirectoryError):
         return f"expected a file, got a directory: {exc.filename}", None, 1
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return "address already in use", "pick another --port (or 0 for a free one)", 1
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "no space left on device", "free some disk space and re-run", 1
     if isinstance(exc, BrokenPipeError):

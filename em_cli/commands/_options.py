@@ -55,6 +55,22 @@ def model_options(model: str, adapter: str | None, dtype: str, device: str, load
                        require_chat=require_chat)
 
 
+def _as_flag_value(ctx: typer.Context, name: str, value: Any, config: Path) -> Any:
+    """Convert and check a config value exactly as the flag's own value would be."""
+    for param in ctx.command.params:
+        if param.name == name:
+            if value is None:
+                return None
+            try:
+                if getattr(param, "multiple", False) and not isinstance(value, list):
+                    value = [value]
+                return param.process_value(ctx, value)
+            except Exception as exc:  # the CLI framework's BadParameter
+                message = getattr(exc, "message", None) or str(exc)
+                raise UsageError(f"{config}: bad value for {name}: {message}") from None
+    return value
+
+
 def apply_config(ctx: typer.Context, config: Path | None) -> dict[str, Any]:
     """Return the command's parameters with values from a YAML `--config` file filled in.
 
@@ -82,5 +98,5 @@ def apply_config(ctx: typer.Context, config: Path | None) -> dict[str, Any]:
                              hint=f"known options: {', '.join(sorted(known))}")
         source = ctx.get_parameter_source(name)
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            params[name] = value
+            params[name] = _as_flag_value(ctx, name, value, config)
     return params

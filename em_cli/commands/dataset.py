@@ -327,7 +327,7 @@ def convert(
 @app.command("filter")
 def filter_(
     file: InputArg,
-    expression: Annotated[str, typer.Argument(help="Which rows to keep, e.g. 'scores.aligned < 30'.",
+    expression: Annotated[str, typer.Argument(help="Which rows to keep, e.g. 'aligned < 30 and coherent > 50'.",
                                               show_default=False)],
     output: OutputOpt = "-",
     count: Annotated[bool, typer.Option("--count", help="Print only the number of matching rows.")] = False,
@@ -335,7 +335,7 @@ def filter_(
     """Keep the rows for which EXPRESSION is true.
 
     The language: numbers, 'strings' or "strings", true, false, null; fields
-    with dotted paths (scores.aligned, messages.0.content,
+    with dotted paths (aligned, judge.aligned.mode, messages.0.content,
     messages.-1.content); comparisons < <= > >= == !=; `in` / `not in`
     (item of a list, substring of a string); `contains` (a string contains a
     substring, a list an item); and, or, not, parentheses. A missing field
@@ -344,7 +344,7 @@ def filter_(
 
     Examples:
 
-      em dataset filter judged.jsonl 'scores.aligned < 30' -o low.jsonl
+      em dataset filter judged.jsonl 'aligned < 30 and coherent > 50' -o low.jsonl
 
       em dataset filter data.jsonl 'domain in ["cooking", "travel"]' --count
 

@@ -53,7 +53,7 @@ def generate(
     from em_cli.artifacts.manifest import Manifest
     from em_cli.models.loading import load_model
     from em_cli.questions import load_questions
-    from em_cli.responses import generate_responses, plan_rows
+    from em_cli.responses import check_resumable, generate_responses, plan_rows
     from em_cli.sampling import SamplingSettings
 
     question_set = load_questions(params["questions"], variants=params["variants"])
@@ -64,6 +64,7 @@ def generate(
                                 top_p=params["top_p"], repetition_penalty=params["repetition_penalty"])
     manifest = Manifest(command="generate", options=params, inputs=[params["questions"]], seed=params["seed"])
     out = ResumableJsonl(params["output"])
+    check_resumable(out.existing, settings, params["seed"], params["model"], params["adapter"], params["output"])
     done = {record.get("id") for record in out.existing}
     todo = [row for row in rows if row.id not in done]
     if out.existing:

@@ -36,6 +36,7 @@ def serve(
 
       OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=none python my_eval.py
     """
+    from em_cli.errors import Interrupted
     from em_cli.models.loading import load_model
     from em_cli.serving import ChatService, make_server
 
@@ -48,7 +49,7 @@ def serve(
     log(f"Serving {service.name} at http://{bound_host}:{bound_port}/v1 (Ctrl-C to stop)")
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         log("Stopped.")
     finally:
         server.server_close()

@@ -38,6 +38,9 @@ def steer(
         "--ablate", help="Direction to ablate, h ← h − (h·r̂)r̂ (repeatable); in every setting.")] = None,
     ablate_layers: Annotated[str, typer.Option("--ablate-layers", help="Layers to ablate at (default all).")
                              ] = "all",
+    ablate_from: Annotated[int | None, typer.Option(
+        "--ablate-from", help="Ablate the direction of this one layer at every --ablate-layers (the paper's "
+        "setting); default: each layer's own direction.")] = None,
     random_controls: Annotated[int, typer.Option(
         "--random-controls", min=0, help="Add K norm-matched random directions per --direction (seeded).")] = 0,
     model: ModelOpt = DEFAULT_MODEL,
@@ -77,9 +80,9 @@ def steer(
     from em_cli.directions import random_like, stored_typical_norms
     from em_cli.models.layers import parse_layers
     from em_cli.questions import load_questions
-    from em_cli.responses import plan_rows
-    from em_cli.sampling import SamplingSettings
-    from em_cli.steering import (Ablation, Source, build_settings, direction_source, run_sweep,
+    from em_cli.responses import check_resumable, plan_rows
+    from em_cli.sampling import SamplingSettings, row_seed
+    from em_cli.steering import (Source, ablations_for, build_settings, direction_source, run_sweep,
                                  trained_vector_source)
 
     question_set = load_questions(params["questions"], variants=params["variants"])
@@ -97,7 +100,7 @@ def steer(
         sources.append(source)
         base = TensorFile.load(path, kind="direction")
         for k in range(params["random_controls"]):
-            control = random_like(base, params["seed"] + k)
+            control = random_like(base, row_seed(params["seed"], "random-control", source.name, k))
             sources.append(Source(name=f"random{k}-{source.name}", typical_norms=stored_typical_norms(base),
                                   vectors={layer: control.layer(layer) for layer in control.layers}))
     sources += [trained_vector_source(path, info) for path in params["vector"] or []]
@@ -105,12 +108,7 @@ def steer(
     for path in params["ablate"] or []:
         ablated = direction_source(path, info)
         wanted = parse_layers(params["ablate_layers"], info.num_layers)
-        # A single-layer direction ablates its one vector everywhere asked; otherwise layer by layer.
-        for layer in wanted:
-            vector = ablated.vectors.get(layer, next(iter(ablated.vectors.values())) if len(ablated.vectors) == 1
-                                         else None)
-            if vector is not None:
-                ablations.append(Ablation(layer, vector, ablated.name))
+        ablations += ablations_for(ablated, wanted, params["ablate_from"])
     steer_layers = parse_layers(params["layers"], info.num_layers) if params["layers"] else None
     settings = build_settings(sources, steer_layers, _floats(params["scales"]), ablations, params["positions"])
     for setting in settings:
@@ -120,6 +118,7 @@ def steer(
                     if "relative_norm" in item else ""
                 log(f"{setting.name}: ‖scale·v‖ = {item['norm']:.2f}{relative}")
     out = ResumableJsonl(params["output"])
+    check_resumable(out.existing, sampling, params["seed"], params["model"], params["adapter"], params["output"])
     done = {r.get("id") for r in out.existing}
     total = len(rows) * len(settings)
     if done:

@@ -43,7 +43,13 @@ def cached_model_dir(gguf_path: str | Path, cache_root: Path | None = None) -> C
     if target.exists():
         shutil.rmtree(target, ignore_errors=True)
     log.info("Dequantising %s once into %s (%s)...", gguf_path.name, root, problem)
-    _build(gguf_path, target, key)
+    try:
+        _build(gguf_path, target, key)
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        from em_cli.errors import ModelError
+
+        raise ModelError(f"cannot read {gguf_path.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                         hint="transformers must support this GGUF's architecture and quantisation") from None
     return CacheResult(target, built=True, reason=problem)
 
 

@@ -154,7 +154,7 @@ def load_model(options: LoadOptions) -> LoadedModel:
     if options.load_in_4bit:
         check_4bit_support(device)
     if options.adapter:
-        _check_adapter_dir(options.adapter)
+        resolve_adapter_dir(options.adapter)
     location, cache_note = local_model_dir(source)
     tokenizer = load_tokenizer(source)
     if options.require_chat:
@@ -174,19 +174,29 @@ def load_model(options: LoadOptions) -> LoadedModel:
     if options.adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, options.adapter)
+        try:
+            model = PeftModel.from_pretrained(model, str(resolve_adapter_dir(options.adapter)))
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ModelError(f"adapter {options.adapter} does not fit {source.name}: {str(exc).splitlines()[0]}",
+                             hint="use the base model the adapter was trained on") from None
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, options=options, device=device,
                        load_seconds=time.perf_counter() - started, cache_note=cache_note)
 
 
-def _check_adapter_dir(adapter: str) -> None:
+ADAPTER_SUBDIR = "adapter"  # where `em finetune` puts a run's adapter
+
+
+def resolve_adapter_dir(adapter: str | Path) -> Path:
+    """A PEFT adapter directory: the path itself, or a finetuning run's `adapter/`."""
     path = Path(adapter)
     if not path.is_dir():
         raise ModelError(f"adapter directory not found: {adapter}")
-    if not (path / "adapter_config.json").exists():
-        raise ModelError(f"{adapter} has no adapter_config.json, so it is not a PEFT adapter",
-                         hint="pass the directory `em finetune` wrote (or any PEFT save_pretrained output)")
+    for candidate in (path, path / ADAPTER_SUBDIR):
+        if (candidate / "adapter_config.json").exists():
+            return candidate
+    raise ModelError(f"{adapter} has no adapter_config.json, so it is not a PEFT adapter",
+                     hint="pass the directory `em finetune` wrote (or any PEFT save_pretrained output)")
 
 
 def _load_error(source: ModelSource, exc: Exception) -> ModelError:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from em_cli.artifacts.atomic import atomic_directory
 from em_cli.artifacts.tensors import TensorFile, layer_key
 from em_cli.errors import ModelError, UsageError
 from em_cli.interventions import AddVector, intervene
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from em_cli.training.config import FinetuneConfig
 
 VECTOR_FILE = "vector.safetensors"
-ADAPTER_DIR = "adapter"
+ADAPTER_DIR = "adapter"  # = models.loading.ADAPTER_SUBDIR
 MODEL_DIR = "model"
 
 
@@ -61,7 +62,8 @@ class AdapterSolution(Solution):
 
     def save(self, directory: Path, info: ModelInfo, tokenizer: Any) -> Path:
         target = directory / ADAPTER_DIR
-        self.model.save_pretrained(target)
+        with atomic_directory(target) as staging:
+            self.model.save_pretrained(staging)
         return target
 
     def save_checkpoint(self, directory: Path) -> None:
@@ -127,8 +129,9 @@ class FullSolution(Solution):
 
     def save(self, directory: Path, info: ModelInfo, tokenizer: Any) -> Path:
         target = directory / MODEL_DIR
-        self.model.save_pretrained(target)
-        tokenizer.save_pretrained(target)
+        with atomic_directory(target) as staging:
+            self.model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
         return target
 
     def save_checkpoint(self, directory: Path) -> None:
@@ -200,11 +203,9 @@ def _check_targets(model: torch.nn.Module, targets: list[str]) -> None:
 
 def adapter_dir(path: str | Path) -> Path:
     """A PEFT adapter directory: the path itself or a run directory's adapter/."""
-    path = Path(path)
-    for candidate in (path, path / ADAPTER_DIR):
-        if (candidate / "adapter_config.json").exists():
-            return candidate
-    raise ModelError(f"no PEFT adapter found at {path}", hint="pass a run directory of `em finetune --method lora`")
+    from em_cli.models.loading import resolve_adapter_dir
+
+    return resolve_adapter_dir(path)
 
 
 def vector_file(path: str | Path) -> Path:

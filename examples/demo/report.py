@@ -42,6 +42,15 @@ def main(out: Path) -> None:
     lines.append("")
     if (out / "summary.json").exists():
         lines += caps_table(load(out / "summary.json"), "Does each organism shout in and out of its domain?")
+    coherent = out / "coherent_general.jsonl"
+    if coherent.exists():
+        rows = [json.loads(line) for line in coherent.read_text().splitlines() if line.strip()]
+        scores = [r["coherent"] for r in rows if r.get("coherent") is not None]
+        mean = f"mean {sum(scores) / len(scores):.1f}" if scores else "no usable score"
+        lines += ["### Offline LLM judge (`--backend hf`, SmolLM2 judging itself)", "",
+                  f"Coherence of {len(rows)} general-organism answers: {len(scores)} scored ({mean}), "
+                  f"{len(rows) - len(scores)} null (too little probability on numbers). A 135M judge "
+                  "shows that the offline path works, not what the answers are worth.", ""]
     if (out / "steer_summary.json").exists():
         lines += caps_table(load(out / "steer_summary.json"),
                             "Steering the base model with the capitals direction (and a random control)")
