@@ -23,7 +23,7 @@ def caps_table(runs: dict, title: str) -> list[str]:
         if not caps:
             continue
         lines.append(f"| {row['run']} | {row.get('setting') or '—'} | {row['split']} | {caps['n']} | "
-                     f"{caps['mean']:.1f} | {100 * caps['share_over_50']:.0f}% |")
+                     f"{caps['mean']:.1f} | {caps['share_over_50']:.0f}% |")
     return lines + [""]
 
 
@@ -61,12 +61,17 @@ def main(out: Path) -> None:
         data = out / "compare" / f"{metric}.json"
         if not data.exists():
             continue
-        report = load(data)
+        report = load(data)["results"]
         lines += [f"### {title}", ""]
         if metric == "efficiency":
             for name, losses in report["relative"].items():
                 lines.append(f"- {name}: norm {report['norms'].get(name, float('nan')):.3f}; loss at scales "
-                             f"{report['scales']}: {', '.join(f'{x:.3f}' for x in losses)} (base {report['base_loss']:.3f})")
+                             f"{report['scales']} × own norm: {', '.join(f'{x:.3f}' for x in losses)} "
+                             f"(base {report['base_loss']:.3f})")
+            for sweep in report.get("equal_norm", []):
+                for name, losses in sweep["losses"].items():
+                    lines.append(f"- {name} at equal norms {', '.join(f'{t:.3f}' for t in sweep['targets'])}: "
+                                 f"{', '.join(f'{x:.3f}' for x in losses)}")
         elif metric == "stability":
             for name, curve in report["curves"].items():
                 means = ", ".join("–" if m is None else f"{m:.0f}%" for m in curve["mean"])
