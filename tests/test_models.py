@@ -126,3 +126,14 @@ def test_cuda_device_without_cuda_is_explained(tiny_llama):
         pytest.skip("this machine has CUDA")
     with pytest.raises(ModelError, match="no CUDA device"):
         load_model(LoadOptions(model=str(tiny_llama), device="cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_auto_dtype_and_4bit(tiny_llama):
+    loaded = load_model(LoadOptions(model=str(tiny_llama), device="cuda"))
+    assert loaded.device == "cuda"
+    assert next(loaded.model.parameters()).dtype in (torch.bfloat16, torch.float16)
+    quantized = load_model(LoadOptions(model=str(tiny_llama), device="cuda", load_in_4bit=True))
+    ids = quantized.tokenizer("hello", return_tensors="pt").to("cuda")
+    out = quantized.model.generate(**ids, max_new_tokens=2, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 2

@@ -116,18 +116,21 @@ def finetune(
 
 
 class _TrainingProgress:
-    """A rich progress bar with the latest losses; shown on stderr."""
+    """A rich progress bar with the latest losses, on stderr; it appears when training starts
+    (so input errors found while loading are not preceded by an empty bar)."""
 
     def __enter__(self) -> _TrainingProgress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err)
-        self._task = self._progress.add_task("train", total=None, info="loading")
-        self._progress.start()
+        self._progress = None
         return self
 
     def update(self, step: int, total: int, logs: dict[str, float]) -> None:
+        if self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err)
+            self._task = self._progress.add_task("train", total=total or None, info="")
+            self._progress.start()
         parts = []
         if "sft_loss" in logs:
             parts.append(f"loss {logs['sft_loss']:.4f}")
@@ -136,4 +139,5 @@ class _TrainingProgress:
         self._progress.update(self._task, completed=step, total=total or None, info=" ".join(parts))
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._progress is not None:
+            self._progress.stop()
