@@ -39,6 +39,16 @@ def plan_rows(questions: Sequence[Question], samples: int | None = None) -> list
     return rows
 
 
+def rows_for(questions: str, variants: str = "plain", limit: int | None = None,
+             samples: int | None = None) -> list[ResponseRow]:
+    """The rows to generate for a question set (file or built-in name), its first `limit`
+    questions, `samples` per paraphrase."""
+    from em_cli.questions import load_questions
+
+    question_set = load_questions(questions, variants=variants)
+    return plan_rows(question_set[:limit] if limit else question_set, samples)
+
+
 def check_resumable(existing: Sequence[dict[str, Any]], settings: SamplingSettings, seed: int, model: str,
                     adapter: str | None, output: str) -> None:
     """Refuse to add rows to an output made with another model, adapter, sampling or seed:

@@ -80,22 +80,9 @@ def apply_config(ctx: typer.Context, config: Path | None) -> dict[str, Any]:
     params = dict(ctx.params)
     if config is None:
         return params
-    import yaml
+    from em_cli.options_file import read_options
 
-    try:
-        loaded = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {config}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{config}: invalid YAML ({exc})") from None
-    if not isinstance(loaded, dict):
-        raise UsageError(f"{config}: expected a mapping of option names to values")
-    known = {name for name in params if name != "config"}
-    for key, value in loaded.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            raise UsageError(f"{config}: unknown option {key!r}",
-                             hint=f"known options: {', '.join(sorted(known))}")
+    for name, value in read_options(config, (name for name in params if name != "config")).items():
         source = ctx.get_parameter_source(name)
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
             params[name] = _as_flag_value(ctx, name, value, config)

@@ -52,14 +52,10 @@ def generate(
     from em_cli.artifacts.jsonl import ResumableJsonl
     from em_cli.artifacts.manifest import Manifest
     from em_cli.models.loading import load_model
-    from em_cli.questions import load_questions
-    from em_cli.responses import check_resumable, generate_responses, plan_rows
+    from em_cli.responses import check_resumable, generate_responses, rows_for
     from em_cli.sampling import SamplingSettings
 
-    question_set = load_questions(params["questions"], variants=params["variants"])
-    if params["limit"]:
-        question_set = question_set[: params["limit"]]
-    rows = plan_rows(question_set, params["samples"])
+    rows = rows_for(params["questions"], params["variants"], params["limit"], params["samples"])
     settings = SamplingSettings(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                 top_p=params["top_p"], repetition_penalty=params["repetition_penalty"])
     manifest = Manifest(command="generate", options=params, inputs=[params["questions"]], seed=params["seed"])

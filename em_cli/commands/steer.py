@@ -79,16 +79,12 @@ def steer(
     from em_cli.artifacts.tensors import TensorFile
     from em_cli.directions import random_like, stored_typical_norms
     from em_cli.models.layers import parse_layers
-    from em_cli.questions import load_questions
-    from em_cli.responses import check_resumable, plan_rows
+    from em_cli.responses import check_resumable, rows_for
     from em_cli.sampling import SamplingSettings, row_seed
     from em_cli.steering import (Source, ablations_for, build_settings, direction_source, run_sweep,
                                  trained_vector_source)
 
-    question_set = load_questions(params["questions"], variants=params["variants"])
-    if params["limit"]:
-        question_set = question_set[: params["limit"]]
-    rows = plan_rows(question_set, params["samples"])
+    rows = rows_for(params["questions"], params["variants"], params["limit"], params["samples"])
     sampling = SamplingSettings(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                 top_p=params["top_p"], repetition_penalty=params["repetition_penalty"])
     loaded = load_from_flags(params["model"], params["adapter"], params["dtype"], params["device"],

@@ -125,21 +125,6 @@ class FinetuneConfig:
 
 def config_from_file(path: str | Path) -> dict[str, Any]:
     """Options from a YAML file; unknown keys are an error."""
-    import yaml
+    from em_cli.options_file import read_options
 
-    try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    if not isinstance(loaded, dict):
-        raise UsageError(f"{path}: expected a mapping of option names to values")
-    known = {f.name for f in fields(FinetuneConfig)} - {"extra"}
-    values = {}
-    for key, value in loaded.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            raise UsageError(f"{path}: unknown option {key!r}", hint=f"known: {', '.join(sorted(known))}")
-        values[name] = value
-    return values
+    return read_options(path, {f.name for f in fields(FinetuneConfig)} - {"extra"})
