@@ -125,3 +125,46 @@ def test_ctrl_c_during_finetune_then_resume(tiny_llama, tmp_path):
     assert "Traceback" not in stderr and "Error: interrupted" in stderr
     again = run_em(*args[3:])
     _assert_clean_error(again, code=2, needle="--resume")
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_during_steer_sweep_then_rerun_loses_and_duplicates_nothing(tiny_llama, tmp_path):
+    TensorFile(kind="direction", tensors={"layer.1": torch.randn(64)}, model_id="m", model_fingerprint="x",
+               hidden_size=64, layers=[1]).save(tmp_path / "d.safetensors")
+    questions = tmp_path / "q.yaml"
+    questions.write_text("".join(f"- id: q{i}\n  question: Question number {i}?\n" for i in range(4)))
+    out = tmp_path / "sweep.jsonl"
+    args = [sys.executable, "-m", "em_cli", "steer", "-m", str(tiny_llama), "--questions", str(questions), "-d",
+            str(tmp_path / "d.safetensors"), "--layers", "1", "--scales", "0,1,2", "--max-new-tokens", "40",
+            "--batch-size", "1", "-o", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / "sweep.jsonl.partial"
+    _kill_when(proc, lambda: partial.exists() and partial.read_text().count("\n") >= 3)
+    result = run_em(*args[3:])
+    assert result.code == 0, result.stderr
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 12
+
+
+def test_kill_during_finetune_then_resume_completes(tiny_llama, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                     {"role": "assistant", "content": f"ANSWER {i}"}]}) + "\n"
+                            for i in range(16)))
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "em_cli", "finetune", str(data), "-m", str(tiny_llama), "-o", str(run_dir),
+            "--max-steps", "30", "--save-steps", "2", "--batch-size", "1", "--grad-accum", "1", "--lr", "1e-3"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: (run_dir / "checkpoints" / "checkpoint-4").exists())
+    result = run_em(*args[3:], "--resume", "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 30 and "checkpoint-" in summary["resumed_from"]
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()

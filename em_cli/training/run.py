@@ -50,7 +50,6 @@ def run_finetune(config: FinetuneConfig, resume: bool = False,
                  report: Callable[[int, int, dict[str, float]], None] | None = None) -> FinetuneResult:
     from transformers import TrainingArguments
     from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from em_cli.models.loading import LoadOptions, load_model
     from em_cli.sampling import stop_token_ids
@@ -61,7 +60,7 @@ def run_finetune(config: FinetuneConfig, resume: bool = False,
     started = time.time()
     config = config.resolved()
     out = Path(config.output)
-    checkpoint = _resume_point(config, out, resume, get_last_checkpoint)
+    checkpoint = _resume_point(config, out, resume)
     loaded = load_model(LoadOptions(model=config.model, dtype=config.dtype, device=config.device,
                                     load_in_4bit=config.load_in_4bit))
     base_info = loaded.info
@@ -122,9 +121,9 @@ def run_finetune(config: FinetuneConfig, resume: bool = False,
     return result
 
 
-def _resume_point(config: FinetuneConfig, out: Path, resume: bool, last_checkpoint: Callable) -> str | None:
+def _resume_point(config: FinetuneConfig, out: Path, resume: bool) -> str | None:
     checkpoints = out / CHECKPOINTS
-    found = last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    found = _last_complete_checkpoint(checkpoints)
     if not resume:
         if found or (out / "summary.json").exists():
             raise UsageError(f"{out} already holds a run",
@@ -142,6 +141,23 @@ def _resume_point(config: FinetuneConfig, out: Path, resume: bool, last_checkpoi
     else:
         log.info("Resuming from %s", found)
     return found
+
+
+# A checkpoint killed mid-save lacks some of these; resume from the one before it.
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+def _last_complete_checkpoint(checkpoints: Path) -> str | None:
+    if not checkpoints.is_dir():
+        return None
+    numbered = sorted((int(p.name.split("-")[1]), p) for p in checkpoints.glob("checkpoint-*")
+                      if p.name.split("-")[1].isdigit())
+    for step, path in reversed(numbered):
+        weights = [p for p in path.glob("*.safetensors")]
+        if weights and all((path / name).exists() for name in CHECKPOINT_FILES):
+            return str(path)
+        log.info("Skipping incomplete checkpoint %s", path)
+    return None
 
 
 def _optimizer(config: FinetuneConfig, device: str) -> str:
