@@ -25,6 +25,13 @@ def _assert_clean_error(result, code=1, needle=None):
         assert needle in result.stderr, result.stderr
 
 
+def _chat_file(path, rows=16):
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                     {"role": "assistant", "content": f"ANSWER {i}"}]}) + "\n"
+                            for i in range(rows)))
+    return path
+
+
 @pytest.fixture
 def files(tmp_path):
     empty = tmp_path / "empty.jsonl"
@@ -107,10 +114,7 @@ def test_kill_during_generate_then_rerun_loses_and_duplicates_nothing(tiny_llama
 
 
 def test_ctrl_c_during_finetune_then_resume(tiny_llama, tmp_path):
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                                     {"role": "assistant", "content": f"ANSWER {i}"}]}) + "\n"
-                            for i in range(16)))
+    data = _chat_file(tmp_path / "d.jsonl")
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "em_cli", "finetune", str(data), "-m", str(tiny_llama), "-o", str(run_dir),
             "--max-steps", "400", "--save-steps", "1", "--batch-size", "1", "--grad-accum", "1", "--lr", "1e-3"]
@@ -154,10 +158,7 @@ def test_kill_during_steer_sweep_then_rerun_loses_and_duplicates_nothing(tiny_ll
 
 
 def test_kill_during_finetune_then_resume_completes(tiny_llama, tmp_path):
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                                     {"role": "assistant", "content": f"ANSWER {i}"}]}) + "\n"
-                            for i in range(16)))
+    data = _chat_file(tmp_path / "d.jsonl")
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "em_cli", "finetune", str(data), "-m", str(tiny_llama), "-o", str(run_dir),
             "--max-steps", "30", "--save-steps", "2", "--batch-size", "1", "--grad-accum", "1", "--lr", "1e-3"]
