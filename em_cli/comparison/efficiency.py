@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from em_cli.comparison.loss import CountedLoss
+
 if TYPE_CHECKING:
     from em_cli.comparison.solutions import SolutionBench
 
@@ -59,15 +61,7 @@ def measure_efficiency(bench: SolutionBench, evaluate: Callable[[Any], float], s
     """Run both sweeps over `names` (default: every solution of `bench`); `evaluate(model)`
     is the loss."""
     names = list(names) if names is not None else bench.names
-    count = 0
-
-    def loss() -> float:
-        nonlocal count
-        value = evaluate(bench.model)
-        count += 1
-        if on_evaluation:
-            on_evaluation()
-        return value
+    loss = CountedLoss(lambda: evaluate(bench.model), on_evaluation)
 
     with bench.base():
         base_loss = loss()
@@ -94,7 +88,7 @@ def measure_efficiency(bench: SolutionBench, evaluate: Callable[[Any], float], s
                                      losses=losses))
     return EfficiencyResult(base_loss=base_loss, scales=list(scales), relative=relative,
                             norms={n: bench.handles[n].norm for n in names}, equal_norm=sweeps,
-                            evaluations=count)
+                            evaluations=loss.calls)
 
 
 def _by_kind(bench: SolutionBench, names: Sequence[str]) -> dict[str, list[str]]:

@@ -10,6 +10,7 @@ stability grid's cost is checked.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,3 +98,20 @@ class LossEvaluator:
                     count += tokens
         self.calls += 1
         return total / max(count, 1)
+
+
+class CountedLoss:
+    """A loss evaluation that counts its calls (the metrics promise exact evaluation counts)
+    and reports each one (for progress bars)."""
+
+    def __init__(self, evaluate: Callable[[], float], on_evaluation: Callable[[], None] | None = None) -> None:
+        self._evaluate = evaluate
+        self._on_evaluation = on_evaluation
+        self.calls = 0
+
+    def __call__(self) -> float:
+        value = self._evaluate()
+        self.calls += 1
+        if self._on_evaluation:
+            self._on_evaluation()
+        return value

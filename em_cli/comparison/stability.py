@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from em_cli.comparison.loss import CountedLoss
+
 if TYPE_CHECKING:
     from em_cli.comparison.solutions import SolutionBench
 
@@ -79,15 +81,7 @@ def measure_stability(bench: SolutionBench, names: Sequence[str], evaluate: Call
     """The ε × seed grid for each of `names`; `evaluate(model)` is the loss."""
     import torch
 
-    count = 0
-
-    def loss() -> float:
-        nonlocal count
-        value = evaluate(bench.model)
-        count += 1
-        if on_evaluation:
-            on_evaluation()
-        return value
+    loss = CountedLoss(lambda: evaluate(bench.model), on_evaluation)
 
     with bench.base():
         base_loss = loss()
@@ -108,7 +102,7 @@ def measure_stability(bench: SolutionBench, names: Sequence[str], evaluate: Call
         curves[name] = StabilityCurve(name=name, original_loss=original, gap=base_loss - original, losses=grid,
                                       relative=relative, mean=list(means), std=list(stds))
     return StabilityResult(base_loss=base_loss, epsilons=list(epsilons), seeds=seeds, base_seed=base_seed,
-                           curves=curves, evaluations=count,
+                           curves=curves, evaluations=loss.calls,
                            planned_evaluations=planned_evaluations(len(names), epsilons, seeds))
 
 
