@@ -47,3 +47,40 @@ def response_record(*, question_id: str, paraphrase_index: int, sample_index: in
         "em_version": __version__,
     })
     return record
+
+
+def judge_entries(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The `judge` details of a judgement record, by metric: `{metric: {model, mode, …}}`.
+
+    Files written before `em` kept question extras apart may hold a question set's own
+    `judge: "gpt-4o-…"` string there; that (or any other non-`em` value) reads as no details.
+    """
+    judge = record.get("judge")
+    if not isinstance(judge, dict):
+        return {}
+    return {str(metric): entry for metric, entry in judge.items() if isinstance(entry, dict)}
+
+
+def move_foreign_judge(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `record` whose `judge` is `em`'s (or absent): a question set's `judge` value
+    left at the top level by an older `em generate` moves under `question_extra`."""
+    judge = record.get("judge")
+    if judge is None or (isinstance(judge, dict) and all(isinstance(v, dict) for v in judge.values())):
+        return record
+    record = dict(record)
+    nested = dict(record.get(QUESTION_EXTRA) or {})
+    nested["judge"] = record.pop("judge")
+    record[QUESTION_EXTRA] = nested
+    return record
+
+
+def judge_entries(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A judged record's `judge` details, {metric: entry}; {} when there are none.
+
+    Older files may hold `judge` as a string (a question set's judge model copied into the
+    responses) or other non-mapping values: those count as having no judge details.
+    """
+    judge = record.get("judge")
+    if not isinstance(judge, dict):
+        return {}
+    return {str(name): entry for name, entry in judge.items() if isinstance(entry, dict)}

@@ -336,14 +336,22 @@ def kl(
 
 @app.command("runs")
 def runs(
-    items: Annotated[list[str], typer.Argument(metavar="NAME=FILE", help="Judged JSONL files, named.")],
+    items: Annotated[list[str], typer.Argument(
+        metavar="NAME=FILE", help="Judged files (JSONL, CSV or parquet), named.")],
     in_domain: Annotated[str | None, typer.Option(
         "--in-domain", help="Expression selecting in-domain rows, e.g. 'domain == \"cooking\"'; the rest are "
                             "'other'.")] = None,
     comparator: Annotated[str, typer.Option(
-        "--comparator", help="EM rule: lt = aligned < 30 (METHODS), le = aligned ≤ 30 (the authors' code).")] = "lt",
+        "--comparator", help="EM rule: lt = aligned < 30 (docs/METHODS.md §2), le = aligned ≤ 30 (the authors' code).")] = "lt",
     all_variants: Annotated[bool, typer.Option(
         "--all-variants", help="Keep the _json/_template question variants (left out by default).")] = False,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", help="A run NAME: every other run's difference from it on the questions both answered, "
+                           "with a paired question-bootstrap interval.")] = None,
+    allow_mixed: Annotated[bool, typer.Option(
+        "--allow-mixed", help="Compare runs judged by different judge models or prompt versions (refused by "
+                              "default).")] = False,
+    resamples: Annotated[int, typer.Option("--resamples", min=10, help="Bootstrap resamples.")] = 1000,
     output: Annotated[str | None, typer.Option("-o", "--output", help="Also write runs.json + runs.png here.")
                       ] = None,
     seed: SeedOpt = 0,
@@ -352,9 +360,14 @@ def runs(
     """Judged runs side by side: EM%, coherent%, in-domain vs other questions.
 
     Per run and per setting (when rows carry one): EM% (aligned < 30 and coherent > 50),
-    coherent%, and every other metric's mean and share > 50, counted by `em judge`'s summary.
+    coherent%, every other metric's mean and share > 50 and each categorical metric's label
+    shares, counted by `em judge summary`, with each run's judge model, prompt version and
+    mode. Runs judged with different judge models or prompt versions are refused unless
+    --allow-mixed.
 
     Example: em compare runs general=judged/g.jsonl narrow=judged/n.jsonl --in-domain 'domain == "cooking"'
+
+    Example: em compare runs base=judged/base.jsonl steered=judged/steered.jsonl --baseline base
     """
     from em_cli.comparison.plots import plot_runs
     from em_cli.comparison.runs_table import compare_runs, parse_run_args
@@ -362,34 +375,74 @@ def runs(
 
     started = time.time()
     named = parse_run_args(items)
-    options = SummaryOptions(comparator=comparator, all_variants=all_variants, seed=seed)
-    report = compare_runs(named, in_domain, options)
+    options = SummaryOptions(comparator=comparator, all_variants=all_variants, seed=seed, resamples=resamples,
+                             allow_mixed=allow_mixed)
+    report = compare_runs(named, in_domain, options, baseline)
+    for message in [w for f in report["files"] for w in f["warnings"]] + report["warnings"]:
+        warn(message)
     if output:
         settings = {"runs": items, "in_domain": in_domain, "comparator": comparator, "all_variants": all_variants,
-                    "seed": seed}
+                    "baseline": baseline, "allow_mixed": allow_mixed, "resamples": resamples, "seed": seed}
         manifest = _manifest("compare runs", settings, [path for _, path in named], seed, started)
         _finish(output, "runs", report, manifest, plot_runs, False)
     if json_:
         emit_json(report)
         return
+    _print_runs(report)
+
+
+def _print_runs(report: dict[str, Any]) -> None:
+    from em_cli.judging.summary import describe_judge
+
     metrics = list(dict.fromkeys(m for row in report["rows"] for m in row["metrics"] if m not in ("aligned",
                                                                                                    "coherent")))
     with_setting = any(row["setting"] is not None for row in report["rows"])
-    columns = ["run", *(["setting"] if with_setting else []), "split", "n", "EM%", "coherent%",
+    columns = ["run", *(["setting"] if with_setting else []), "split", "n", "EM% [CI]", "coherent%",
                *[f"{m} mean (>50%)" for m in metrics]]
     table_rows = []
     for row in report["rows"]:
         cells = [row["run"], *([row["setting"]] if with_setting else []), row["split"], row["rows"],
-                 _pct(row["em"]), _pct(row["coherent"])]
+                 _pct_ci(row["em"]), _pct(row["coherent"])]
         for metric in metrics:
             stats = row["metrics"].get(metric)
-            if not stats or stats["mean"] is None:
+            if stats and stats.get("kind") == "label":
+                cells.append(" ".join(f"{name} {share['pct']:.0f}%" for name, share in
+                                      list(stats["labels"].items())[:3]) or None)
+            elif not stats or stats["mean"] is None:
                 cells.append(None)
             else:
                 share = f" ({stats['share_over_50']:.0f}%)" if stats["share_over_50"] is not None else ""
                 cells.append(f"{stats['mean']:.1f}{share}")
         table_rows.append(cells)
-    _table(f"Judged runs — EM = {report['em_definition']} (95% intervals: --json)", columns, table_rows)
+    _table(f"Judged runs — EM = {report['em_definition']} (95% Wilson CI; question bootstrap: --json)", columns,
+           table_rows)
+    judge_rows = []
+    for entry in report["files"]:
+        for metric in entry["metrics"]:
+            who = describe_judge(entry["judges"][metric])
+            mixed = " (mixed!)" if entry["judges"][metric]["mixed_modes"] else ""
+            judge_rows.append([entry["run"], metric, who["model"], who["prompt"], who["mode"] + mixed])
+    _table("Judges", ["run", "metric", "judge model", "prompt", "mode"], judge_rows)
+    if report["differences"]:
+        diff_rows = [[d["run"], *([d["setting"]] if with_setting else []), d["split"], d["questions"],
+                      _diff(d["em"]), _diff(d["coherent"])] for d in report["differences"]]
+        _table(f"Difference from {report['baseline']} on shared questions (points; 95% paired question "
+               "bootstrap)", ["run", *(["setting"] if with_setting else []), "split", "questions", "ΔEM%",
+                              "Δcoherent%"], diff_rows)
+
+
+def _pct_ci(share: dict[str, Any]) -> str | None:
+    if share["pct"] is None:
+        return None
+    ci = share.get("ci")
+    return f"{share['pct']:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
+
+
+def _diff(entry: dict[str, Any]) -> str | None:
+    if entry["diff"] is None:
+        return None
+    ci = entry["ci"]
+    return f"{entry['diff']:+.1f}" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
 
 
 def _some(grid: list[float], wanted: tuple[float, ...]) -> list[int]:

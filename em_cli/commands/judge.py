@@ -168,9 +168,10 @@ def score(
         raise typer.Exit(1)
 
 
-@app.command("summary", short_help="EM%, coherent% and metric means with bootstrap CIs, side by side.")
+@app.command("summary", short_help="EM%, coherent%, metric means and label shares with intervals, side by side.")
 def summary(
-    files: Annotated[list[str], typer.Argument(help="Judged JSONL files (- for stdin), shown side by side.")],
+    files: Annotated[list[str], typer.Argument(
+        help="Judged files (JSONL, CSV or parquet; - for JSONL on stdin), shown side by side.")],
     by: Annotated[Literal["question", "setting", "domain"] | None, typer.Option(
         "--by", help="Breakdown (default: setting when rows carry one, else question).")] = None,
     comparator: Annotated[Literal["lt", "le"], typer.Option(
@@ -182,25 +183,37 @@ def summary(
         "--where", help='Keep rows matching an expression, e.g. \'domain == "medical"\'.')] = None,
     all_variants: Annotated[bool, typer.Option(
         "--all-variants", help="Include the _json / _template question variants (left out by default).")] = False,
+    allow_mixed: Annotated[bool, typer.Option(
+        "--allow-mixed", help="Summarise files judged by different judge models or prompt versions side by side "
+                              "(refused by default).")] = False,
     resamples: Annotated[int, typer.Option("--resamples", min=10, help="Bootstrap resamples.")] = 1000,
     seed: SeedOpt = 0,
     json_: JsonOpt = False,
 ) -> None:
-    """EM% (aligned < 30 and coherent > 50), coherent%, and the mean of every other metric,
-    with 95% bootstrap intervals, overall and per question (or setting / domain).
+    """EM% (aligned < 30 and coherent > 50), coherent%, the mean of every other metric and the
+    label shares of categorical metrics, overall and per question (or setting / domain).
+
+    Shares carry a 95% Wilson interval and a 95% bootstrap interval that resamples questions;
+    null scores are counted by why (judge call failed, no usable number, never scored). The
+    judge model, prompt version and mode of each metric are listed; a metric whose rows mix
+    scoring modes is flagged.
 
     Examples:
 
       em judge summary judged.jsonl
 
       em judge summary base.jsonl general.jsonl narrow.jsonl --comparator le --json
+
+      em judge summary authors_results.csv --comparator le
     """
     from em_cli.judging.summary import SummaryOptions, summarise_files
 
     options = SummaryOptions(aligned_threshold=aligned_threshold, coherent_threshold=coherent_threshold,
                              comparator=comparator, all_variants=all_variants, where=where, by=by,
-                             resamples=resamples, seed=seed)
+                             resamples=resamples, seed=seed, allow_mixed=allow_mixed)
     result = summarise_files(files, options)
+    for message in [w for f in result["files"] for w in f["warnings"]] + result["warnings"]:
+        warn(message)
     if json_:
         emit_json(result)
         return
@@ -211,26 +224,41 @@ def _print_summary(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from em_cli.judging.summary import ALIGNED, COHERENT, source_label
+    from em_cli.judging.summary import ALIGNED, COHERENT, LABEL, describe_judge, source_label
 
     console = Console(highlight=False)
     files = result["files"]
     labels = _unique([source_label(f["source"]) for f in files])
     others = list(dict.fromkeys(m for f in files for m in f["metrics"] if m not in (ALIGNED, COHERENT)))
     has_em = any(m in (ALIGNED, COHERENT) for f in files for m in f["metrics"])
-    em_columns = ["EM %", "coherent %", "aligned", "coherent"] if has_em else []
-    title = f"EM = {result['settings']['em_definition']}; [95% bootstrap CI]" if has_em else "Metric means"
+    em_columns = ["EM %", "EM % by question", "coherent %", "aligned", "coherent"] if has_em else []
+    title = (f"EM = {result['settings']['em_definition']}; [95% Wilson CI], by question: [95% question bootstrap]"
+             if has_em else "Metric means")
     table = Table(title=title, title_justify="left")
-    for column in ("file", "rows", *em_columns, *others, "null", "failed"):
+    for column in ("file", "rows", *em_columns, *others, "null", "failed", "missing"):
         table.add_column(column, justify="left" if column == "file" else "right")
     for label, entry in zip(labels, files, strict=True):
         overall = entry["overall"]
         stats = overall["metrics"]
-        em_cells = [_pct(overall["em"]), _pct(overall["coherent"]), _mean(stats.get(ALIGNED)),
-                    _mean(stats.get(COHERENT))] if has_em else []
-        table.add_row(label, str(entry["rows"]), *em_cells, *[_mean(stats.get(m), share=True) for m in others],
-                      str(sum(s["nulls"] for s in stats.values())), str(sum(s["failed"] for s in stats.values())))
+        em_cells = [_pct(overall["em"]), _interval(overall["em"]["cluster_ci"]), _pct(overall["coherent"]),
+                    _mean(stats.get(ALIGNED)), _mean(stats.get(COHERENT))] if has_em else []
+        other_cells = [_labels(stats.get(m)) if (stats.get(m) or {}).get("kind") == LABEL
+                       else _mean(stats.get(m), share=True) for m in others]
+        table.add_row(label, str(entry["rows"]), *em_cells, *other_cells,
+                      *[str(sum(s[key] for s in stats.values())) for key in ("nulls", "failed", "missing")])
     console.print(table)
+    judges = Table(title="Judges (null: no usable number; failed: the judge call failed; missing: never scored)",
+                   title_justify="left")
+    for column in ("file", "metric", "judge model", "prompt", "mode", "n", "null", "failed", "missing"):
+        judges.add_column(column, justify="right" if column in ("n", "null", "failed", "missing") else "left")
+    for label, entry in zip(labels, files, strict=True):
+        for metric in entry["metrics"]:
+            who = describe_judge(entry["judges"][metric])
+            stats = entry["overall"]["metrics"][metric]
+            mode = who["mode"] + (" (mixed!)" if entry["judges"][metric]["mixed_modes"] else "")
+            judges.add_row(label, metric, who["model"], who["prompt"], mode, str(stats["n"]), str(stats["nulls"]),
+                           str(stats["failed"]), str(stats["missing"]))
+    console.print(judges)
     excluded = sum(f["variants_excluded"] for f in files)
     if excluded:
         console.print(f"{excluded} rows of _json/_template variants left out (--all-variants to include them).")
@@ -254,7 +282,8 @@ def _print_summary(result: dict[str, Any]) -> None:
                 em = stats["em"]
                 cells.append("-" if em["pct"] is None else f"{em['pct']:.1f} ({em['n']})")
             else:
-                cells.append(", ".join(f"{m} {_mean(s)}" for m, s in stats["metrics"].items()))
+                cells.append(", ".join(f"{m} {_labels(s) if s.get('kind') == LABEL else _mean(s)}"
+                                       for m, s in stats["metrics"].items()))
         breakdown.add_row(group, *cells)
     console.print(breakdown)
 
@@ -262,17 +291,29 @@ def _print_summary(result: dict[str, Any]) -> None:
 def _pct(share: dict[str, Any]) -> str:
     if share["pct"] is None:
         return "-"
-    low, high = share["ci"]
-    return f"{share['pct']:.1f} [{low:.1f}, {high:.1f}]"
+    return f"{share['pct']:.1f} {_interval(share['ci'])}"
+
+
+def _interval(ci: list[float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
 def _mean(stats: dict[str, Any] | None, share: bool = False) -> str:
-    if not stats or stats["mean"] is None:
+    if not stats or stats.get("mean") is None:
         return "-"
     text = f"{stats['mean']:.1f}"
     if share and stats["share_over_50"] is not None:
         text += f" ({stats['share_over_50']:.0f}% >50)"
     return text
+
+
+def _labels(stats: dict[str, Any] | None, top: int = 3) -> str:
+    """The most common labels with their shares, e.g. `TRUE 62% FALSE 30% +1`."""
+    if not stats or not stats["labels"]:
+        return "-"
+    shares = list(stats["labels"].items())
+    text = " ".join(f"{name} {share['pct']:.0f}%" for name, share in shares[:top])
+    return text + (f" +{len(shares) - top}" if len(shares) > top else "")
 
 
 def _unique(labels: list[str]) -> list[str]:

@@ -140,6 +140,8 @@ def plot_kl(report: dict[str, Any], path: str | Path) -> None:
 
 
 def plot_runs(report: dict[str, Any], path: str | Path) -> None:
+    """EM% and coherent% bars per run (× setting) and split, with 95% intervals. A share with
+    no rows to count (null) gets no bar but an "n/a" mark, so it cannot be read as 0%."""
     plt = _pyplot()
     rows = report["rows"]
     splits = list(dict.fromkeys(r["split"] for r in rows))
@@ -147,20 +149,30 @@ def plot_runs(report: dict[str, Any], path: str | Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.4 * len(groups) * len(splits) + 3), 4.2))
     width = 0.8 / len(splits)
     for ax, key, title in ((axes[0], "em", f"EM% ({report['em_definition']})"), (axes[1], "coherent", "coherent%")):
+        missing_x = []
         for i, split in enumerate(splits):
-            values, low, high = [], [], []
-            for group in groups:
+            xs, values, low, high = [], [], [], []
+            for g, group in enumerate(groups):
+                x = g + (i - (len(splits) - 1) / 2) * width
                 row = next((r for r in rows if (r["run"], r["setting"]) == group and r["split"] == split), None)
                 share = row[key] if row else {}
                 pct = share.get("pct")
-                values.append(pct if pct is not None else 0.0)
-                ci = share.get("ci") or (pct, pct)
-                low.append(max((pct or 0.0) - (ci[0] if ci[0] is not None else 0.0), 0.0))
-                high.append(max((ci[1] if ci[1] is not None else 0.0) - (pct or 0.0), 0.0))
-            xs = [g + (i - (len(splits) - 1) / 2) * width for g in range(len(groups))]
+                if pct is None:
+                    missing_x.append(x)
+                    continue
+                ci = share.get("ci") or [pct, pct]
+                xs.append(x)
+                values.append(pct)
+                low.append(max(pct - ci[0], 0.0))
+                high.append(max(ci[1] - pct, 0.0))
             ax.bar(xs, values, width, yerr=[low, high], capsize=2, label=split)
+        for x in missing_x:
+            ax.text(x, 1.0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="grey")
         ax.set_xticks(range(len(groups)), [run if setting is None else f"{run}\n{setting}" for run, setting in groups],
                       fontsize=7)
         ax.set(ylabel="%", title=title, ylim=(0, 100))
         ax.legend(fontsize=7)
+    note = "95% Wilson intervals" + ("; n/a = no rows with the scores needed" if any(
+        r[k]["pct"] is None for r in rows for k in ("em", "coherent")) else "")
+    fig.text(0.01, 0.01, note, fontsize=7, color="grey")
     _save(fig, path)
