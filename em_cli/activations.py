@@ -5,6 +5,11 @@ vector per record — the mean over response tokens (default), the mean over pro
 or the last prompt token — so memory holds [batch, d] per layer, never [batch, seq, d] for
 every layer. Token spans come from `encode_conversation`, the same code that masks the
 finetuning loss.
+
+Beside each record's mean vector, `collect_activations` keeps the mean per-token norm over
+the same positions and the number of positions: the first is the "typical activation norm"
+of docs/METHODS.md §5 (the norm of a mean vector is smaller, because averaging cancels), the second
+lets a direction weigh every token equally (`pooling="token"`) instead of every response.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ def position_weights(tokenizer: Any, messages: list[dict[str, Any]], positions: 
         if not any(chosen):
             chosen = list(mask)
     elif positions == "prompt_mean":
-        # Skip the first token and special tokens: they carry massive activations (METHODS §4).
+        # Skip the first token and special tokens: they carry massive activations (docs/METHODS.md §4).
         special = set(getattr(tokenizer, "all_special_ids", []) or [])
         chosen = [0 < i < first_answer and ids[i] not in special for i in range(len(ids))]
     else:
@@ -71,10 +76,31 @@ def position_weights(tokenizer: Any, messages: list[dict[str, Any]], positions: 
     return PositionWeights(ids, [1.0 / total if c else 0.0 for c in chosen])
 
 
+@dataclass
+class ActivationSet:
+    """What `collect_activations` measures, in record order.
+
+    means: per layer, [n, d] float32 — each record's mean over its chosen positions.
+    token_norms: per layer, [n] — each record's mean of ‖h_t‖ over the same positions.
+    token_counts: [n] — how many positions each record averaged (the same at every layer).
+    """
+
+    means: dict[int, torch.Tensor]
+    token_norms: dict[int, torch.Tensor]
+    token_counts: torch.Tensor
+
+
 def extract_activations(loaded: LoadedModel, records: Sequence[dict[str, Any]], layers: Sequence[int],
                         positions: str = "response_mean", batch_size: int = 8,
                         on_batch: Callable[[int, int], None] | None = None) -> dict[int, torch.Tensor]:
     """Per-layer [n_records, d] float32 activations, in record order."""
+    return collect_activations(loaded, records, layers, positions, batch_size, on_batch).means
+
+
+def collect_activations(loaded: LoadedModel, records: Sequence[dict[str, Any]], layers: Sequence[int],
+                        positions: str = "response_mean", batch_size: int = 8,
+                        on_batch: Callable[[int, int], None] | None = None) -> ActivationSet:
+    """Per-record mean vectors, mean per-token norms and position counts (see ActivationSet)."""
     import torch
 
     tokenizer = loaded.tokenizer
@@ -105,5 +131,7 @@ def extract_activations(loaded: LoadedModel, records: Sequence[dict[str, Any]], 
                 pass
         if on_batch:
             on_batch(len(chunk), int(attention.sum()))
-    results = {layer: c.outputs for layer, c in collectors.items()}
-    return {layer: torch.cat(parts) for layer, parts in results.items()}
+    counts = torch.tensor([sum(1 for w in p.weights if w > 0) for p in prepared], dtype=torch.int64)
+    return ActivationSet(means={layer: torch.cat(c.outputs) for layer, c in collectors.items()},
+                         token_norms={layer: torch.cat(c.norms) for layer, c in collectors.items()},
+                         token_counts=counts)

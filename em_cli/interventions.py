@@ -64,17 +64,23 @@ class StopForward(Exception):
 class Collect:
     """Record a weighted sum over positions of the block output, one vector per row:
     `weights` is [batch, seq] (e.g. 1/n on the response tokens, 0 elsewhere), so only
-    [batch, d] is kept. Changes nothing; with `stop=True` it ends the forward pass."""
+    [batch, d] is kept. The same weighted sum of the per-token norms ‖h_t‖ goes to `norms`
+    ([batch] per call): with 1/n weights, the mean per-token norm, which averaging the
+    vectors first would shrink. Changes nothing; with `stop=True` it ends the forward pass."""
 
     weights: torch.Tensor | None = None
     outputs: list[torch.Tensor] = field(default_factory=list)
+    norms: list[torch.Tensor] = field(default_factory=list)
     stop: bool = False
 
     def apply(self, hidden: torch.Tensor) -> torch.Tensor:
         import torch
 
-        reduced = torch.einsum("btd,bt->bd", hidden.float(), self.weights.to(hidden.device))
+        weights = self.weights.to(hidden.device)
+        hidden32 = hidden.float()
+        reduced = torch.einsum("btd,bt->bd", hidden32, weights)
         self.outputs.append(reduced.cpu())
+        self.norms.append((hidden32.norm(dim=-1) * weights).sum(-1).cpu())
         if self.stop:
             raise StopForward
         return hidden

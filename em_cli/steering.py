@@ -3,6 +3,11 @@
 A Setting is one combination of interventions (additions of scale · v at layers, and
 ablations of directions); a sweep generates the same rows under each setting with the same
 per-row seeds, so differences between settings come from the interventions alone.
+
+Ablation follows the paper (docs/METHODS.md §5): ONE layer's direction is removed at every chosen
+layer — by default the layer a direction file records as primary, else the middle of its
+layers; removing each layer's own direction is an explicit option. Random controls are
+norm-matched Gaussian vectors, added or ablated exactly like what they control.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class Source:
     base_scale: float = 1.0
     own_layer: int | None = None
     typical_norms: dict[int, float] = field(default_factory=dict)
+    primary: tuple[int, str] | None = None  # (layer, why): the layer whose direction stands for the file
+    control_of: str | None = None
 
 
 @dataclass
@@ -59,9 +66,13 @@ class Ablation:
     layer: int
     direction: torch.Tensor
     source: str
+    from_layer: int | None = None  # whose direction is removed (None: unknown or this layer's own)
 
     def describe(self) -> dict[str, Any]:
-        return {"op": "ablate", "source": self.source, "layer": self.layer}
+        info: dict[str, Any] = {"op": "ablate", "source": self.source, "layer": self.layer}
+        if self.from_layer is not None:
+            info["direction_of_layer"] = self.from_layer
+        return info
 
 
 @dataclass
@@ -93,49 +104,160 @@ class Setting:
 
 
 def build_settings(sources: Sequence[Source], layers: Sequence[int] | None, scales: Sequence[float],
-                   ablations: Sequence[Ablation] = (), positions: str = "all") -> list[Setting]:
+                   ablations: Sequence[Ablation] = (), positions: str = "all",
+                   ablation_controls: Sequence[tuple[str, Sequence[Ablation]]] = ()) -> list[Setting]:
     """The grid: every source × layer × scale (trained vectors at their own layer), each with
-    all `ablations` applied; ablations alone when there is nothing to add."""
+    all `ablations` applied; ablations alone when there is nothing to add.
+    `ablation_controls` are (label, ablations) alternatives to `ablations` (e.g. a random
+    direction ablated the same way): each repeats the grid with its ablations instead."""
     if positions not in POSITION_PHASES:
         raise UsageError(f"unknown positions {positions!r}", hint="all, prompt or generated")
+    variants: list[tuple[str, list[Ablation]]] = [("ablate" if ablations else "", list(ablations))]
+    variants += [(label, list(controls)) for label, controls in ablation_controls]
     settings = []
-    for source in sources:
-        source_layers = [source.own_layer] if source.own_layer is not None else list(layers or [])
-        if not source_layers:
-            raise UsageError(f"no layer to steer {source.name} at", hint="pass --layers")
-        for layer in source_layers:
-            if layer not in source.vectors:
-                have = ", ".join(str(x) for x in sorted(source.vectors))
-                raise UsageError(f"{source.name} has no layer {layer} (it has: {have})")
-            for scale in scales:
-                addition = Addition(layer, source.vectors[layer], scale * source.base_scale, source.name,
-                                    source.typical_norms.get(layer))
-                name = f"{source.name}@{layer}x{scale:g}" + ("+ablate" if ablations else "")
-                settings.append(Setting(name, [addition], list(ablations), positions))
-    if not sources:
-        name = "ablate" if ablations else "unsteered"
-        settings.append(Setting(name, [], list(ablations), positions))
+    for suffix, ablated in variants:
+        for source in sources:
+            source_layers = [source.own_layer] if source.own_layer is not None else list(layers or [])
+            if not source_layers:
+                raise UsageError(f"no layer to steer {source.name} at", hint="pass --layers")
+            for layer in source_layers:
+                if layer not in source.vectors:
+                    have = ", ".join(str(x) for x in sorted(source.vectors))
+                    raise UsageError(f"{source.name} has no layer {layer} (it has: {have})")
+                for scale in scales:
+                    addition = Addition(layer, source.vectors[layer], scale * source.base_scale, source.name,
+                                        source.typical_norms.get(layer))
+                    name = f"{source.name}@{layer}x{scale:g}" + (f"+{suffix}" if suffix else "")
+                    settings.append(Setting(name, [addition], ablated, positions))
+        if not sources:
+            settings.append(Setting(suffix or "unsteered", [], ablated, positions))
     names = [s.name for s in settings]
     if len(set(names)) != len(names):
         raise UsageError("two settings got the same name; give the sources distinct names")
     return settings
 
 
-def ablations_for(source: Source, layers: Sequence[int], from_layer: int | None = None) -> list[Ablation]:
-    """Ablate `source` at `layers`: with `from_layer`, that layer's direction everywhere;
-    a single-layer file, its one direction everywhere; otherwise each layer's own."""
+@dataclass
+class AblationChoice:
+    """Which direction is removed where, and why (for the log and the manifest)."""
+
+    source: str
+    ablations: list[Ablation]
+    from_layer: int | None  # None: each layer's own direction
+    reason: str
+
+    def describe(self) -> str:
+        layers = sorted({a.layer for a in self.ablations})
+        where = _span(layers)
+        if self.from_layer is None:
+            return f"ablating each layer's own direction of {self.source} at layers {where}"
+        return f"ablating {self.source}'s layer-{self.from_layer} direction ({self.reason}) at layers {where}"
+
+
+def ablations_for(source: Source, layers: Sequence[int], from_layer: int | None = None,
+                  per_layer: bool = False) -> AblationChoice:
+    """Ablate `source` at `layers`. Default (the paper's setting, docs/METHODS.md §5): ONE layer's
+    direction at every layer — `from_layer` if given, else the source's primary layer (the
+    one its file records, or the middle of its layers). `per_layer=True` removes each
+    layer's own direction instead."""
+    if per_layer:
+        if from_layer is not None:
+            raise UsageError("--ablate-from and --ablate-per-layer contradict each other",
+                             hint="ablate one layer's direction everywhere, or each layer's own, not both")
+        missing = [layer for layer in layers if layer not in source.vectors]
+        if missing:
+            raise UsageError(f"{source.name} has no direction for layer {missing[0]}",
+                             hint="drop --ablate-per-layer to ablate one layer's direction everywhere, or pass "
+                                  "--ablate-layers with the file's layers")
+        return AblationChoice(source.name, [Ablation(layer, source.vectors[layer], source.name, layer)
+                                            for layer in layers], None, "per layer")
     if from_layer is not None:
         if from_layer not in source.vectors:
-            raise UsageError(f"{source.name} has no layer {from_layer} to ablate from")
-        return [Ablation(layer, source.vectors[from_layer], source.name) for layer in layers]
-    if len(source.vectors) == 1:
-        (vector,) = source.vectors.values()
-        return [Ablation(layer, vector, source.name) for layer in layers]
-    missing = [layer for layer in layers if layer not in source.vectors]
-    if missing:
-        raise UsageError(f"{source.name} has no direction for layer {missing[0]}",
-                         hint="pass --ablate-from L to ablate one layer's direction everywhere")
-    return [Ablation(layer, source.vectors[layer], source.name) for layer in layers]
+            have = ", ".join(str(x) for x in sorted(source.vectors))
+            raise UsageError(f"{source.name} has no layer {from_layer} to ablate from (it has: {have})")
+        chosen, reason = from_layer, "--ablate-from"
+    else:
+        chosen, reason = source.primary or _default_primary(source)
+    vector = source.vectors[chosen]
+    return AblationChoice(source.name, [Ablation(layer, vector, source.name, chosen) for layer in layers], chosen,
+                          reason)
+
+
+def _default_primary(source: Source) -> tuple[int, str]:
+    from em_cli.directions import middle_layer
+
+    layers = sorted(source.vectors)
+    if len(layers) == 1:
+        return layers[0], "its only layer"
+    return middle_layer(layers), f"the middle of its {len(layers)} layers"
+
+
+def _span(layers: Sequence[int]) -> str:
+    if layers and list(layers) == list(range(layers[0], layers[-1] + 1)) and len(layers) > 2:
+        return f"{layers[0]}-{layers[-1]}"
+    return ",".join(str(x) for x in layers)
+
+
+def random_control(source: Source, k: int, seed: int) -> Source:
+    """Control k of `source`: a Gaussian vector per layer with the same norm (docs/METHODS.md §5),
+    seeded by (seed, source name, k), used exactly like the source (same layers, alpha)."""
+    from em_cli.directions import random_vectors
+    from em_cli.sampling import row_seed
+
+    vectors = random_vectors(source.vectors, row_seed(seed, "random-control", source.name, k))
+    return Source(name=f"random{k}-{source.name}", vectors=vectors, base_scale=source.base_scale,
+                  own_layer=source.own_layer, typical_norms=dict(source.typical_norms), primary=source.primary,
+                  control_of=source.name)
+
+
+@dataclass
+class SteeringPlan:
+    """Everything `em steer` will run: the settings, and what it chose on the user's behalf."""
+
+    settings: list[Setting]
+    sources: list[Source]
+    ablation: list[AblationChoice]
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {"settings": [s.describe() for s in self.settings],
+                "ablation": [{"source": c.source, "direction_of_layer": c.from_layer, "reason": c.reason,
+                              "layers": sorted({a.layer for a in c.ablations})} for c in self.ablation]}
+
+
+def plan_steering(info: Any, directions: Sequence[str] = (), vectors: Sequence[str] = (),
+                  layers: Sequence[int] | None = None, scales: Sequence[float] = (1.0,), positions: str = "all",
+                  ablate: Sequence[str] = (), ablate_layers: Sequence[int] = (), ablate_from: int | None = None,
+                  per_layer_ablation: bool = False, random_controls: int = 0, seed: int = 0) -> SteeringPlan:
+    """Load the direction and vector files (checked against the model `info`) and build the
+    grid of settings, with `random_controls` norm-matched random controls for every
+    direction, trained vector and ablated direction (seeded by `seed`)."""
+    sources: list[Source] = []
+    for path in directions:
+        source = direction_source(path, info)
+        sources += [source, *(random_control(source, k, seed) for k in range(random_controls))]
+    for path in vectors:
+        source = trained_vector_source(path, info)
+        sources += [source, *(random_control(source, k, seed) for k in range(random_controls))]
+    choices, controls = [], []
+    for path in ablate:
+        ablated = direction_source(path, info)
+        choice = ablations_for(ablated, ablate_layers, ablate_from, per_layer_ablation)
+        choices.append(choice)
+        for k in range(random_controls):
+            control = ablations_for(random_control(ablated, k, seed), ablate_layers, choice.from_layer,
+                                    per_layer_ablation)
+            while len(controls) <= k:
+                controls.append([])
+            controls[k] += control.ablations
+    ablations = [a for choice in choices for a in choice.ablations]
+    settings = build_settings(sources, layers, scales, ablations, positions,
+                              [(f"ablate-random{k}", items) for k, items in enumerate(controls)])
+    notes = [choice.describe() for choice in choices]
+    if controls:
+        notes.append(f"{len(controls)} random control(s) of the ablation: norm-matched Gaussian directions "
+                     "ablated the same way")
+    return SteeringPlan(settings, sources, choices, notes)
 
 
 def steered_id(setting: Setting, row: ResponseRow) -> str:
@@ -174,14 +296,14 @@ def direction_source(path: str, info: Any, name: str | None = None) -> Source:
     from pathlib import Path
 
     from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import check_finite, stored_typical_norms
+    from em_cli.directions import check_finite, primary_layer, stored_typical_norms
 
     direction = TensorFile.load(path, kind="direction")
     for warning in direction.check_fits(info, source=str(path)):
         logging.getLogger(__name__).info("Note: %s", warning)
     check_finite(direction, str(path))
     return Source(name=name or Path(path).stem, vectors={layer: direction.layer(layer) for layer in direction.layers},
-                  typical_norms=stored_typical_norms(direction))
+                  typical_norms=stored_typical_norms(direction), primary=primary_layer(direction))
 
 
 def trained_vector_source(path: str, info: Any, name: str | None = None) -> Source:

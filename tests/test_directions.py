@@ -6,17 +6,31 @@ import numpy as np
 import pytest
 import torch
 
+from em_cli.activations import ActivationSet
 from em_cli.artifacts.tensors import TensorFile
 from em_cli.directions import (activation_file, cosine_by_layer, export_gguf, import_gguf, mean_difference,
-                               principal_components, random_like)
+                               mean_vector_norms, principal_components, random_like, stored_typical_norms,
+                               typical_norms)
 from em_cli.errors import TensorFileError
 from helpers import run_em
 
 
 def _acts(seed, n=5, layers=(1, 2), offset=0.0, positions="response_mean"):
     g = torch.Generator().manual_seed(seed)
-    return activation_file({layer: torch.randn(n, 8, generator=g) + offset for layer in layers}, "m", "f" * 32, 8,
-                           {"positions": positions, "source": f"s{seed}"})
+    means = {layer: torch.randn(n, 8, generator=g) + offset for layer in layers}
+    acts = ActivationSet(means=means, token_norms={layer: m.norm(dim=-1) * 1.25 for layer, m in means.items()},
+                         token_counts=torch.full((n,), 3, dtype=torch.int64))
+    return activation_file(acts, "m", "f" * 32, 8, {"positions": positions, "source": f"s{seed}"})
+
+
+def _token_acts(records, layers=(1,), source="s", fingerprint="f" * 32):
+    """An activations file as `collect_activations` makes it, from explicit per-token vectors
+    ([tokens, d] per record): the reference computation."""
+    means = {layer: torch.stack([t.mean(0) for t in records]) for layer in layers}
+    norms = {layer: torch.stack([t.norm(dim=-1).mean() for t in records]) for layer in layers}
+    counts = torch.tensor([t.shape[0] for t in records], dtype=torch.int64)
+    return activation_file(ActivationSet(means, norms, counts), "m", fingerprint, records[0].shape[1],
+                           {"positions": "response_mean", "source": source, "selection": f"sel-{source}"})
 
 
 def test_mean_difference_is_the_difference_of_means():
@@ -26,6 +40,65 @@ def test_mean_difference_is_the_difference_of_means():
     torch.testing.assert_close(d.layer(2), a.layer(2).mean(0) - b.layer(2).mean(0))
     assert d.extra["count_a"] == "5" and d.extra["count_b"] == "7"
     assert set(json.loads(d.extra["typical_norms"])) == {"1", "2"}
+
+
+def _cancelling_records(sign, n=4, d=8):
+    """Records whose tokens are m ± e_i with e_i ⟂ m, ‖m‖ = 3, ‖e_i‖ = 4: every token has norm
+    5, every record's mean vector is m (norm 3)."""
+    m = torch.zeros(d)
+    m[0] = 3.0 * sign
+    records = []
+    for i in range(n):
+        e = torch.zeros(d)
+        e[1 + i % (d - 1)] = 4.0
+        records.append(torch.stack([m + e, m - e] * (1 + i % 2)))  # 2 or 4 tokens
+    return records
+
+
+def test_typical_norm_is_the_per_token_norm_not_the_mean_vector_norm(tmp_path):
+    a, b = _token_acts(_cancelling_records(1), source="a"), _token_acts(_cancelling_records(-1), source="b")
+    assert typical_norms(a) == pytest.approx({1: 5.0})
+    assert mean_vector_norms(a) == pytest.approx({1: 3.0})
+    d = mean_difference(a, b)
+    torch.testing.assert_close(d.layer(1), torch.tensor([6.0, 0, 0, 0, 0, 0, 0, 0]))
+    assert stored_typical_norms(d) == pytest.approx({1: 5.0})
+    assert json.loads(d.extra["mean_vector_norms"]) == pytest.approx({"1": 3.0})
+    assert "per-token" in d.extra["typical_norm_definition"]
+    d.save(tmp_path / "d.safetensors")
+    res = run_em("direction", "norm", str(tmp_path / "d.safetensors"), "--json")
+    (row,) = json.loads(res.stdout)
+    assert row["typical_norm"] == pytest.approx(5.0) and row["ratio"] == pytest.approx(6.0 / 5.0)
+    assert row["mean_vector_norm"] == pytest.approx(3.0)
+    # A control keeps the yardsticks, so steering with it reports the same relative norms.
+    assert stored_typical_norms(random_like(d, 0)) == stored_typical_norms(d)
+
+
+def test_pooling_per_response_or_per_token():
+    x1, x2 = torch.ones(8), torch.arange(8.0)
+    a = _token_acts([x1[None], torch.stack([x2, x2, x2])], source="a")
+    b = _token_acts([torch.zeros(1, 8)], source="b")
+    torch.testing.assert_close(mean_difference(a, b).layer(1), (x1 + x2) / 2)
+    token = mean_difference(a, b, pooling="token")
+    torch.testing.assert_close(token.layer(1), (x1 + 3 * x2) / 4)
+    assert token.extra["pooling"] == "token"
+    bare = activation_file({1: torch.ones(2, 8)}, "m", "f" * 32, 8, {"positions": "response_mean"})
+    with pytest.raises(TensorFileError, match="token counts"):
+        mean_difference(bare, b, pooling="token")
+
+
+def test_diff_keeps_both_inputs_provenance(tmp_path):
+    _token_acts(_cancelling_records(1), source="mis.jsonl", fingerprint="a" * 32).save(tmp_path / "a.safetensors")
+    _token_acts(_cancelling_records(-1), source="ali.jsonl", fingerprint="b" * 32).save(tmp_path / "b.safetensors")
+    res = run_em("direction", "diff", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                 "--pooling", "token", "--primary-layer", "1", "-o", str(tmp_path / "d.safetensors"))
+    assert res.code == 0, res.stderr
+    d = TensorFile.load(tmp_path / "d.safetensors", kind="direction")
+    first, second = json.loads(d.extra["provenance_a"]), json.loads(d.extra["provenance_b"])
+    assert first["source"] == "mis.jsonl" and first["model_fingerprint"] == "a" * 32
+    assert second["source"] == "ali.jsonl" and second["model_fingerprint"] == "b" * 32
+    assert second["selection"] == "sel-ali.jsonl" and d.extra["selection_b"] == "sel-ali.jsonl"
+    assert second["input"] == str(tmp_path / "b.safetensors") and second["records"] == 4
+    assert d.extra["pooling"] == "token" and d.extra["primary_layer"] == "1"
 
 
 def test_mean_difference_refuses_mixed_positions():
@@ -51,8 +124,8 @@ def test_gguf_control_vector_round_trip_and_reader(tmp_path):
     from gguf import GGUFReader
 
     d = mean_difference(_acts(0, layers=(0, 1, 2), offset=1.0), _acts(1, layers=(0, 1, 2)))
-    skipped = export_gguf(d, tmp_path / "cv.gguf", "llama", scale=2.0)
-    assert skipped == [0]
+    written = export_gguf(d, tmp_path / "cv.gguf", "llama", scale=2.0)
+    assert written.skipped == [0] and written.layers == [1, 2]
     reader = GGUFReader(str(tmp_path / "cv.gguf"))
     names = sorted(t.name for t in reader.tensors)
     assert names == ["direction.1", "direction.2"]
@@ -65,6 +138,27 @@ def test_gguf_control_vector_round_trip_and_reader(tmp_path):
     np.testing.assert_allclose(data["direction.1"], (d.layer(1) * 2).numpy(), rtol=1e-6)
     back = import_gguf(tmp_path / "cv.gguf")
     assert back.layers == [1, 2] and back.model_id == "m"
+
+
+def test_export_writes_only_the_chosen_layers(tmp_path):
+    from gguf import GGUFReader
+
+    d = mean_difference(_acts(0, layers=(0, 1, 2, 3, 4), offset=1.0), _acts(1, layers=(0, 1, 2, 3, 4)))
+    d.save(tmp_path / "d.safetensors")
+    res = run_em("direction", "export", str(tmp_path / "d.safetensors"), "--layers", "2-3", "-o",
+                 str(tmp_path / "cv.gguf"))
+    assert res.code == 0, res.stderr
+    reader = GGUFReader(str(tmp_path / "cv.gguf"))
+    assert sorted(t.name for t in reader.tensors) == ["direction.2", "direction.3"]
+    count = reader.fields["controlvector.layer_count"]
+    assert int(count.parts[count.data[0]][0]) == 2
+    assert "--control-vector-layer-range 2 3" in res.stderr
+    assert import_gguf(tmp_path / "cv.gguf").layers == [2, 3]
+    missing = run_em("direction", "export", str(tmp_path / "d.safetensors"), "--layers", "7", "-o",
+                     str(tmp_path / "x.gguf"))
+    assert missing.code == 2 and "no layer 7" in missing.stderr and not (tmp_path / "x.gguf").exists()
+    help_text = run_em("direction", "export", "--help").stdout
+    assert "--control-vector-layer-range" in help_text
 
 
 def test_cli_extract_direction_steer_end_to_end(tiny_llama, tmp_path):

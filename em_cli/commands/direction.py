@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -10,13 +10,19 @@ from em_cli.commands._model_flags import load_from_flags
 from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, DeviceOpt, DtypeOpt, JsonOpt, LayersOpt,
                                       Load4bitOpt, ModelOpt, SeedOpt)
 from em_cli.commands._output import RowProgress, emit_json, log, warn
+from em_cli.directions import ALIGNED, MISALIGNED
 from em_cli.models.source import DEFAULT_MODEL
 
 app = typer.Typer(help="Mean-difference directions, cosines, projections, GGUF control vectors.",
                   no_args_is_help=True)
 
-MISALIGNED = "aligned < 30 and coherent > 50"
-ALIGNED = "aligned > 70 and coherent > 50"
+PoolingOpt = Annotated[Literal["response", "token"], typer.Option(
+    "--pooling", help="How each set's mean weighs its records. response: every response's mean weighs the same "
+                      "(a long answer counts once); token: every response token weighs the same (long answers "
+                      "count more). Recorded as `pooling` in the direction file.")]
+PrimaryLayerOpt = Annotated[int | None, typer.Option(
+    "--primary-layer", help="Record this layer as the file's primary one: `em steer --ablate` then removes its "
+                            "direction at every layer (default there: the middle of the file's layers).")]
 
 
 def _table(rows: list[dict], columns: list[str]) -> None:
@@ -34,8 +40,13 @@ def diff(
     a: Annotated[str, typer.Argument(help="Activations A (e.g. misaligned responses).")],
     b: Annotated[str, typer.Argument(help="Activations B (e.g. aligned responses).")],
     output: Annotated[str, typer.Option("-o", "--output", help="Direction file to write.")],
+    pooling: PoolingOpt = "response",
+    primary_layer: PrimaryLayerOpt = None,
 ) -> None:
     """Per-layer mean(A) − mean(B) from two activation files (raw, not normalised).
+
+    The file keeps both inputs' provenance, the typical activation norm per layer (mean
+    per-token norm over the response tokens, docs/METHODS.md §5) and the pooling.
 
     Example: em direction diff mis.safetensors ali.safetensors -o direction.safetensors
     """
@@ -43,11 +54,13 @@ def diff(
     from em_cli.artifacts.tensors import TensorFile
     from em_cli.directions import mean_difference
 
-    direction = mean_difference(TensorFile.load(a), TensorFile.load(b), a, b)
+    direction = mean_difference(TensorFile.load(a), TensorFile.load(b), a, b, pooling, primary_layer)
     direction.save(output)
-    Manifest(command="direction diff", options={"a": a, "b": b, "output": output}, inputs=[a, b]).write_beside(output)
+    Manifest(command="direction diff", options={"a": a, "b": b, "output": output, "pooling": pooling,
+                                                "primary_layer": primary_layer},
+             inputs=[a, b]).write_beside(output)
     log(f"direction over {len(direction.layers)} layers ({direction.extra['count_a']} vs "
-        f"{direction.extra['count_b']} records) → {output}")
+        f"{direction.extra['count_b']} records, {pooling} pooling) → {output}")
 
 
 @app.command("from-judged")
@@ -63,57 +76,51 @@ def from_judged(
     layers: LayersOpt = None,
     positions: Annotated[str, typer.Option("--positions", help="response_mean | prompt_mean | last_prompt")
                          ] = "response_mean",
+    pooling: PoolingOpt = "response",
+    primary_layer: PrimaryLayerOpt = None,
+    allow_model_mismatch: Annotated[bool, typer.Option(
+        "--allow-model-mismatch", help="Go on when the responses' model fingerprint differs from the loaded "
+                                       "--model/--adapter (normally an error).")] = False,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 8,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     load_in_4bit: Load4bitOpt = False,
 ) -> None:
-    """Select misaligned and aligned responses by their judge scores (METHODS §4), extract
+    """Select misaligned and aligned responses by their judge scores (docs/METHODS.md §4), extract
     both through the same model, and take the difference of means — one model load.
+
+    The responses must come from the model you load: their `model.fingerprint` is checked
+    against --model/--adapter (and --dtype, which the fingerprint includes).
 
     Example: em direction from-judged judged.jsonl -m M --adapter runs/general -o direction.safetensors
     """
-    import random
-
-    from em_cli.activations import extract_activations
     from em_cli.artifacts.jsonl import read_jsonl
     from em_cli.artifacts.manifest import Manifest
+    from em_cli.directions import direction_from_judged, select_judged
     from em_cli.models.layers import parse_layers
-    from em_cli.datasets.expressions import compile_expression
-    from em_cli.directions import activation_file, mean_difference
-    from em_cli.errors import DataError
 
-    records = read_jsonl(judged)
-    set_a = [r for r in records if compile_expression(misaligned)(r)]
-    set_b = [r for r in records if compile_expression(aligned)(r)]
-    if not set_a or not set_b:
-        raise DataError(f"{judged}: {len(set_a)} rows match --misaligned and {len(set_b)} match --aligned; "
-                        "both sets need rows", hint="check the thresholds, or the judge scores in the file")
-    if balance:
-        n = min(len(set_a), len(set_b))
-        rng = random.Random(seed)
-        set_a, set_b = rng.sample(set_a, n), rng.sample(set_b, n)
+    # Selecting first: a bad filter fails before the model loads.
+    selection = select_judged(read_jsonl(judged), misaligned, aligned, balance, seed, source=judged)
     loaded = load_from_flags(model, adapter, dtype, device, load_in_4bit)
     chosen = parse_layers(layers, loaded.info.num_layers)
-    info = loaded.info
-    files = []
-    with RowProgress(len(set_a) + len(set_b), "extracting") as progress:
-        for rows, name, selection in ((set_a, "misaligned", misaligned), (set_b, "aligned", aligned)):
-            acts = extract_activations(loaded, rows, chosen, positions, batch_size, on_batch=progress.advance)
-            files.append(activation_file(acts, info.model_id, info.fingerprint, info.hidden_size,
-                                         {"positions": positions, "source": f"{judged} [{name}]",
-                                          "selection": selection}))
-    direction = mean_difference(files[0], files[1], "misaligned", "aligned")
-    direction.extra.update({"selection_a": misaligned, "selection_b": aligned, "balanced": str(balance),
-                            "seed": str(seed)})
-    direction.save(output)
+    with RowProgress(len(selection.misaligned) + len(selection.aligned), "extracting") as progress:
+        result = direction_from_judged(
+            loaded, selection, chosen, positions, pooling, seed, batch_size, source=judged,
+            allow_model_mismatch=allow_model_mismatch, primary=primary_layer, misaligned=misaligned,
+            aligned=aligned, on_batch=progress.advance)
+    for note in result.notes:
+        warn(note)
+    result.direction.save(output)
     options = {"judged": judged, "misaligned": misaligned, "aligned": aligned, "balance": balance, "model": model,
-               "adapter": adapter, "layers": chosen, "positions": positions, "seed": seed}
+               "adapter": adapter, "layers": chosen, "positions": positions, "pooling": pooling,
+               "primary_layer": primary_layer, "allow_model_mismatch": allow_model_mismatch, "seed": seed}
     manifest = Manifest(command="direction from-judged", options=options, inputs=[judged], seed=seed)
-    manifest.results = {"misaligned": len(set_a), "aligned": len(set_b), "model": loaded.identity()}
+    manifest.results = {"misaligned": len(selection.misaligned), "aligned": len(selection.aligned),
+                        "matched_misaligned": selection.matched_misaligned,
+                        "matched_aligned": selection.matched_aligned, "model": loaded.identity()}
     manifest.write_beside(output)
-    log(f"{len(set_a)} misaligned vs {len(set_b)} aligned responses → {output}")
+    log(f"{len(selection.misaligned)} misaligned vs {len(selection.aligned)} aligned responses → {output}")
 
 
 @app.command("cosine")
@@ -141,15 +148,21 @@ def norm(
 ) -> None:
     """Per-layer norms, with the typical activation norm at that layer when recorded.
 
+    typical_norm is the mean per-token activation norm over response tokens (docs/METHODS.md §5);
+    ratio = norm / typical_norm. mean_vector_norm (--json) is the smaller norm of
+    per-response mean vectors, kept for reference.
+
     Example: em direction norm direction.safetensors
     """
     from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import norms_by_layer, stored_typical_norms
+    from em_cli.directions import norms_by_layer, stored_mean_vector_norms, stored_typical_norms
 
     direction = TensorFile.load(path, kind=("direction", "vector"))
     typical = stored_typical_norms(direction)
+    vector_norms = stored_mean_vector_norms(direction)
     rows = [{"layer": layer, "norm": value, "typical_norm": typical.get(layer, float("nan")),
-             "ratio": value / typical[layer] if typical.get(layer) else float("nan")}
+             "ratio": value / typical[layer] if typical.get(layer) else float("nan"),
+             "mean_vector_norm": vector_norms.get(layer, float("nan"))}
             for layer, value in norms_by_layer(direction).items()]
     emit_json(rows) if json_ else _table(rows, ["layer", "norm", "typical_norm", "ratio"])
 
@@ -244,23 +257,41 @@ def export(
     path: Annotated[str, typer.Argument(help="Direction file.")],
     output: Annotated[str, typer.Option("-o", "--output", help="llama.cpp control vector (.gguf).")],
     gguf: Annotated[bool, typer.Option("--gguf", help="Write a llama.cpp control vector (the only format).")] = True,
+    layers: Annotated[str | None, typer.Option(
+        "--layers", "--layer", help="Write only these layers of the file: '15', '10,12', '10-20' or 'all' "
+                                    "(default all).")] = None,
     scale: Annotated[float, typer.Option("--scale", help="Multiply the vectors before writing.")] = 1.0,
     model_hint: Annotated[str, typer.Option("--model-hint", help="controlvector.model_hint (e.g. llama).")
                           ] = "llama",
 ) -> None:
     """Export a direction as a llama.cpp control vector (`direction.N` per layer, N ≥ 1).
 
-    Example: em direction export direction.safetensors --gguf -o caps.gguf
+    llama.cpp adds tensor direction.N to the output of block N (0-based, the same layer
+    numbers as `em`), at every layer the file holds unless told otherwise. A direction file
+    usually holds every layer, so export only the layers you mean to steer, or limit them in
+    llama.cpp; for layers A..B both ways agree:
+
+      em direction export d.safetensors --layers 15 -o d15.gguf
+
+      llama-cli -m model.gguf --control-vector d15.gguf --control-vector-layer-range 15 15
+
+    (--control-vector-layer-range A B is inclusive; --control-vector-scaled applies a scale.)
+
+    Example: em direction export direction.safetensors --gguf --layers 10-20 -o caps.gguf
     """
     from em_cli.artifacts.tensors import TensorFile
     from em_cli.directions import check_finite, export_gguf
+    from em_cli.models.layers import parse_layers
 
     direction = TensorFile.load(path, kind=("direction", "vector"))
     check_finite(direction, path)
-    skipped = export_gguf(direction, output, model_hint, scale)
-    if skipped:
+    # Bounded by the file, not by a model: export_gguf names the layers the file lacks.
+    wanted = parse_layers(layers, 1 << 20) if layers and layers.strip().lower() != "all" else None
+    written = export_gguf(direction, output, model_hint, scale, wanted)
+    if written.skipped:
         warn("layer 0 cannot be represented in a llama.cpp control vector (no direction.0); it was left out")
-    log(f"control vector with {len(direction.layers) - len(skipped)} layers → {output}")
+    log(f"control vector with {len(written.layers)} layers → {output}")
+    log(f"llama.cpp: {written.llama_cpp_flags()}")
 
 
 @app.command("import")

@@ -33,6 +33,10 @@ def extract(
 ) -> None:
     """Take one activation vector per record at the block output of each chosen layer.
 
+    Per record and layer the file holds the mean over the chosen positions, the mean
+    per-token norm over them (the typical activation norm of docs/METHODS.md §5) and their count
+    (for `em direction diff --pooling token`).
+
     Examples:
 
       em extract judged.jsonl --where "aligned < 30 and coherent > 50" -m M --adapter runs/g -o mis.safetensors
@@ -41,7 +45,7 @@ def extract(
     """
     import contextlib
 
-    from em_cli.activations import extract_activations
+    from em_cli.activations import collect_activations
     from em_cli.artifacts.jsonl import read_jsonl
     from em_cli.artifacts.manifest import Manifest
     from em_cli.models.layers import parse_layers
@@ -76,11 +80,11 @@ def extract(
         scope = intervene(loaded.model, {layer: [AddVector(source.vectors[layer], source.base_scale)]})
         vector_note = str(vector)
     with scope, RowProgress(len(records), "extracting") as progress:
-        per_layer = extract_activations(loaded, records, chosen, positions, batch_size, on_batch=progress.advance)
+        acts = collect_activations(loaded, records, chosen, positions, batch_size, on_batch=progress.advance)
     info = loaded.info
     extra = {"positions": positions, "count": str(len(records)), "source": str(data), "selection": selection,
              "adapter": adapter or "", "vector": vector_note}
-    activation_file(per_layer, info.model_id, info.fingerprint, info.hidden_size, extra).save(output)
+    activation_file(acts, info.model_id, info.fingerprint, info.hidden_size, extra).save(output)
     manifest.results = {"records": len(records), "layers": chosen, "model": loaded.identity()}
     manifest.write_beside(output)
     if len(records) < 10:

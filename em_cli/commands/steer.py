@@ -40,9 +40,14 @@ def steer(
                              ] = "all",
     ablate_from: Annotated[int | None, typer.Option(
         "--ablate-from", help="Ablate the direction of this one layer at every --ablate-layers (the paper's "
-        "setting); default: each layer's own direction.")] = None,
+        "setting). Default: the layer the file records as primary (`em direction diff --primary-layer`), else "
+        "the middle of its layers; the choice is printed.")] = None,
+    ablate_per_layer: Annotated[bool, typer.Option(
+        "--ablate-per-layer", help="Instead, remove each layer's own direction at that layer (not the paper's "
+        "setting).")] = False,
     random_controls: Annotated[int, typer.Option(
-        "--random-controls", min=0, help="Add K norm-matched random directions per --direction (seeded).")] = 0,
+        "--random-controls", min=0, help="K norm-matched random controls (Gaussian, seeded) for every --direction "
+        "and --vector (added the same way) and every --ablate (ablated the same way).")] = 0,
     model: ModelOpt = DEFAULT_MODEL,
     adapter: AdapterOpt = None,
     output: OutputOpt = "-",
@@ -71,18 +76,18 @@ def steer(
 
       em steer --questions general --adapter runs/general/adapter --ablate direction.safetensors -o ablated.jsonl
 
-      em steer --questions general --vector runs/vec --scales 0,1 -o vec.jsonl
+      em steer --questions general --vector runs/vec --scales 0,1 --random-controls 2 -o vec.jsonl
+
+    ‖scale·v‖ is printed beside the typical activation norm at that layer (the mean per-token
+    norm over response tokens, recorded in direction files; docs/METHODS.md §5).
     """
     params = apply_config(ctx, config)
     from em_cli.artifacts.jsonl import ResumableJsonl
     from em_cli.artifacts.manifest import Manifest
-    from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import random_like, stored_typical_norms
     from em_cli.models.layers import parse_layers
     from em_cli.responses import check_resumable, rows_for
-    from em_cli.sampling import SamplingSettings, row_seed
-    from em_cli.steering import (Source, ablations_for, build_settings, direction_source, run_sweep,
-                                 trained_vector_source)
+    from em_cli.sampling import SamplingSettings
+    from em_cli.steering import plan_steering, run_sweep
 
     rows = rows_for(params["questions"], params["variants"], params["limit"], params["samples"])
     sampling = SamplingSettings(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
@@ -90,23 +95,16 @@ def steer(
     loaded = load_from_flags(params["model"], params["adapter"], params["dtype"], params["device"],
                              params["load_in_4bit"])
     info = loaded.info
-    sources: list[Source] = []
-    for path in params["direction"] or []:
-        source = direction_source(path, info)
-        sources.append(source)
-        base = TensorFile.load(path, kind="direction")
-        for k in range(params["random_controls"]):
-            control = random_like(base, row_seed(params["seed"], "random-control", source.name, k))
-            sources.append(Source(name=f"random{k}-{source.name}", typical_norms=stored_typical_norms(base),
-                                  vectors={layer: control.layer(layer) for layer in control.layers}))
-    sources += [trained_vector_source(path, info) for path in params["vector"] or []]
-    ablations = []
-    for path in params["ablate"] or []:
-        ablated = direction_source(path, info)
-        wanted = parse_layers(params["ablate_layers"], info.num_layers)
-        ablations += ablations_for(ablated, wanted, params["ablate_from"])
-    steer_layers = parse_layers(params["layers"], info.num_layers) if params["layers"] else None
-    settings = build_settings(sources, steer_layers, _floats(params["scales"]), ablations, params["positions"])
+    plan = plan_steering(
+        info, directions=params["direction"] or [], vectors=params["vector"] or [],
+        layers=parse_layers(params["layers"], info.num_layers) if params["layers"] else None,
+        scales=_floats(params["scales"]), positions=params["positions"], ablate=params["ablate"] or [],
+        ablate_layers=parse_layers(params["ablate_layers"], info.num_layers), ablate_from=params["ablate_from"],
+        per_layer_ablation=params["ablate_per_layer"], random_controls=params["random_controls"],
+        seed=params["seed"])
+    settings = plan.settings
+    for note in plan.notes:
+        log(note)
     for setting in settings:
         for item in setting.describe()["interventions"]:
             if item["op"] == "add":
@@ -127,6 +125,6 @@ def steer(
                                 on_batch=progress.advance):
             out.append(record)
         out.finish()
-    manifest.results = {"settings": [s.describe() for s in settings], "rows": total, "model": loaded.identity()}
+    manifest.results = plan.describe() | {"rows": total, "model": loaded.identity()}
     manifest.write_beside(params["output"])
     log(f"{len(settings)} settings × {len(rows)} rows" + (f" → {params['output']}" if params["output"] != "-" else ""))
