@@ -84,3 +84,15 @@ def judge_entries(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if not isinstance(judge, dict):
         return {}
     return {str(name): entry for name, entry in judge.items() if isinstance(entry, dict)}
+
+
+def judge_entries(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The `judge` details of a judgement record, by metric: `{metric: {model, mode, …}}`.
+
+    Files written before `em` kept question extras apart may hold a question set's own
+    `judge: "gpt-4o-…"` string there; that (or any other non-`em` value) reads as no details.
+    """
+    judge = record.get("judge")
+    if not isinstance(judge, dict):
+        return {}
+    return {str(metric): entry for metric, entry in judge.items() if isinstance(entry, dict)}
