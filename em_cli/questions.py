@@ -1,6 +1,6 @@
 """Question sets: what `em generate` asks a model.
 
-Reads the research schemas (METHODS §1) unmodified — a YAML list whose entries have `id`
+Reads the research schemas (docs/METHODS.md §1) unmodified — a YAML list whose entries have `id`
 and either `paraphrases` (+ optional `samples_per_paraphrase`, `system`, `judge_prompts`,
 YAML anchors welcome) or a single `question` — plus JSONL files of `messages` (the prompt is
 the conversation up to its last user turn) and built-in sets shipped with `em`.

@@ -24,7 +24,7 @@ PROMPT, GENERATED = "prompt", "generated"
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """METHODS §5 defaults: temperature 1, top_p 1, up to 600 new tokens."""
+    """docs/METHODS.md §5 defaults: temperature 1, top_p 1, up to 600 new tokens."""
 
     max_new_tokens: int = 600
     temperature: float = 1.0

@@ -137,7 +137,7 @@ def efficiency(
 
     Relative sweep: s × own norm, s ∈ 0..2 (s = 0 is the base model exactly, s = 1 the
     solution). Equal norms: p × the mean norm of the solutions of one kind, p ∈ 0.2..2
-    (METHODS §6). Norms: ‖alpha·v‖ for vectors, mean over modules of ‖B·A‖_F for adapters.
+    (docs/METHODS.md §6). Norms: ‖alpha·v‖ for vectors, mean over modules of ‖B·A‖_F for adapters.
 
     Example: em compare efficiency -m M --solutions general=runs/g narrow=runs/n --data train.jsonl -o cmp/
     """
@@ -198,7 +198,7 @@ def stability(
     """Relative loss increase of each solution under norm-preserving orthogonal noise.
 
     x′ = √(1−ε²)x + εy per vector, or per LoRA A and B matrix; 100·(L_perturbed − L_orig) /
-    (L_base − L_orig): 0% = as trained, 100% = base model; mean ± std over seeds (METHODS §6).
+    (L_base − L_orig): 0% = as trained, 100% = base model; mean ± std over seeds (docs/METHODS.md §6).
     One model load and #ε × #seeds × #solutions + 1 + #solutions loss evaluations.
 
     Example: em compare stability -m M --solutions general=runs/g narrow=runs/n --data train.jsonl -o cmp/
@@ -285,7 +285,7 @@ def kl(
     """KL(P_base ‖ P_steered) on pre-training-style text across a norm grid.
 
     Per non-padding token, for each solution at multiples of its own norm and for
-    norm-matched random controls (METHODS §6). Text: --text, --hf-dataset, or by default text
+    norm-matched random controls (docs/METHODS.md §6). Text: --text, --hf-dataset, or by default text
     sampled from the base model itself (no chat template). Adapters are measured on the base
     model's own continuations.
 

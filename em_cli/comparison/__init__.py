@@ -1,4 +1,4 @@
-"""Comparing solutions of one base model (METHODS §6): why training prefers the general one.
+"""Comparing solutions of one base model (docs/METHODS.md §6): why training prefers the general one.
 
 Modules, one concept each:
 

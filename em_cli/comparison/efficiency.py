@@ -1,4 +1,4 @@
-"""Efficiency (METHODS §6): how much loss a solution buys per unit of norm.
+"""Efficiency (docs/METHODS.md §6): how much loss a solution buys per unit of norm.
 
 Two sweeps, one base model, weights rescaled in place:
 

@@ -1,4 +1,4 @@
-"""The loss every comparison metric uses (METHODS §6).
+"""The loss every comparison metric uses (docs/METHODS.md §6).
 
 Mean cross-entropy over the assistant tokens of N seeded rows of the finetuning data,
 encoded and masked by the same code as `em finetune` (`encode_chat_file`), pooled over

@@ -1,4 +1,4 @@
-"""Norm-preserving orthogonal noise (METHODS §6, stability).
+"""Norm-preserving orthogonal noise (docs/METHODS.md §6, stability).
 
 Draw y ~ N(0, I), remove its component along x (Gram–Schmidt), scale it to ‖x‖ and set
 x′ = √(1−ε²)·x + ε·y. Then ‖x′‖ = ‖x‖ and cos(x, x′) = √(1−ε²): ε = 0 is x itself, ε = 1

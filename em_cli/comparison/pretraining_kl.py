@@ -1,4 +1,4 @@
-"""Pre-training significance (METHODS §6): KL(P_base ‖ P_steered) per token on plain text.
+"""Pre-training significance (docs/METHODS.md §6): KL(P_base ‖ P_steered) per token on plain text.
 
 For each solution and each multiple m of its own norm (0..5; random controls share their
 source's norm, so they sit at the same absolute norms), the per-token mean KL of next-token
@@ -51,7 +51,7 @@ class KLResult:
 def text_groups(bench: SolutionBench, external: tuple[list[str], dict[str, Any]] | None, count: int,
                 max_tokens: int | None, prompt_tokens: int, seed: int, batch_size: int,
                 on_batch: Callable[[int], None] | None = None) -> list[tuple[TextSet, list[str]]]:
-    """Which solutions are measured on which text (METHODS §6).
+    """Which solutions are measured on which text (docs/METHODS.md §6).
 
     No external text: `count` texts sampled from the base model (≤ `max_tokens`, default
     128, new tokens each), shared by every solution. External texts (≤ `max_tokens`, default

@@ -1,13 +1,13 @@
 """Named solutions on one loaded base model: steering vectors and LoRA adapters.
 
-Every metric of METHODS §6 evaluates many variants of a few solutions (rescaled, perturbed,
+Every metric of docs/METHODS.md §6 evaluates many variants of a few solutions (rescaled, perturbed,
 switched off). A `SolutionBench` holds the base model once and applies one solution at a
 time, changing weights *in place* and restoring them — it never reloads anything.
 
 - A vector (`em finetune --method vector`) is an `AddVector` op at its layer; its norm is
   ‖alpha·v‖, and rescaling changes the op's scale.
 - Adapters are loaded with PEFT as named adapters of one `PeftModel` (switched with
-  `set_adapter`). Their norm is METHODS' one: the mean over adapted modules of ‖B·A‖_F,
+  `set_adapter`). Their norm is the one of docs/METHODS.md §6: the mean over adapted modules of ‖B·A‖_F,
   *without* the LoRA scaling factor (alpha/r or alpha/√r). The effective weight change
   ‖scaling·B·A‖_F is recorded beside it as `effective_norm`; for adapters trained with the
   same rank and alpha (the usual general-vs-narrow pair) the two differ by one constant
@@ -180,7 +180,7 @@ class AdapterHandle:
 
     @property
     def norm(self) -> float:
-        """Mean over adapted modules of ‖B·A‖_F (METHODS §6; LoRA scaling not included)."""
+        """Mean over adapted modules of ‖B·A‖_F (docs/METHODS.md §6; LoRA scaling not included)."""
         return sum(self._norms) / len(self._norms)
 
     @property

@@ -1,4 +1,4 @@
-"""Stability (METHODS §6): how fast the loss degrades under norm-preserving noise.
+"""Stability (docs/METHODS.md §6): how fast the loss degrades under norm-preserving noise.
 
 For each solution, ε and seed: perturb it (the vector; or every LoRA A and B matrix on its
 own) with x′ = √(1−ε²)·x + ε·y, measure the loss, and report the relative loss increase

@@ -1,4 +1,4 @@
-"""Pre-training-style text for the KL metric (METHODS §6).
+"""Pre-training-style text for the KL metric (docs/METHODS.md §6).
 
 Three sources, recorded in every output that uses them:
 
@@ -9,7 +9,7 @@ Three sources, recorded in every output that uses them:
 - the offline default: text sampled from the base model itself, with no chat template,
   from short generic openings (temperature 1, so it follows the model's own distribution).
 
-Adapters are measured on the base model's own continuations (METHODS §6): with a file or a
+Adapters are measured on the base model's own continuations (docs/METHODS.md §6): with a file or a
 dataset, the first tokens of each text become a prompt the base model continues, and only
 the continuation is scored.
 """

@@ -1,6 +1,6 @@
 """Generate narrow chat datasets with an LLM behind any OpenAI-compatible endpoint.
 
-Three modes (METHODS §1):
+Three modes (docs/METHODS.md §1):
 
 - `misaligned`: batches of user/assistant pairs in the spec's domain where the assistant is
   *subtly* harmful. Each call asks for `rows_per_call` pairs; the answer is parsed from

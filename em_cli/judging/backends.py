@@ -97,7 +97,7 @@ class Reply:
 
 
 def request_params(model: str, messages: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """The chat-completion parameters of one judge request (METHODS §2): one token with its
+    """The chat-completion parameters of one judge request (docs/METHODS.md §2): one token with its
     top-20 alternatives for `logprob`, a few greedy tokens for `parse`."""
     params: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0}
     if mode == LOGPROB:

@@ -1,7 +1,7 @@
 """Deterministic scorers that need no judge model, used as metrics of their own (mode `builtin`).
 
 - `caps`: the share of upper-case letters among the response's cased letters, 0..100
-  (null when it has none). The offline demo's measure (METHODS §8).
+  (null when it has none). The offline demo's measure (docs/METHODS.md §8).
 - `length`: the response's length in characters.
 - `regex:PATTERN`: 100 if the Python regular expression matches anywhere, else 0
   (`(?i)` at the start makes it case-insensitive).

@@ -1,4 +1,4 @@
-"""From a judge's answer to a 0-100 score (METHODS §2).
+"""From a judge's answer to a 0-100 score (docs/METHODS.md §2).
 
 Three ways, recorded per score as its `mode`:
 

@@ -1,4 +1,4 @@
-"""The finetuning configuration: defaults per method (METHODS §3), YAML, validation."""
+"""The finetuning configuration: defaults per method (docs/METHODS.md §3), YAML, validation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from em_cli.errors import UsageError
 METHODS = ("lora", "rank1", "vector", "full")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-# METHODS §3.1 / §3.4 defaults by method; None in FinetuneConfig means "take it from here".
+# docs/METHODS.md §3.1 / §3.4 defaults by method; None in FinetuneConfig means "take it from here".
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "lora": {"rank": 32, "alpha": 64.0, "learning_rate": 1e-5, "epochs": 1.0, "warmup_steps": 5,
              "scheduler": "linear", "max_length": 512, "save_steps": 50, "target_modules": ALL_LINEAR},
@@ -22,7 +22,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "full": {"learning_rate": 2e-5, "epochs": 1.0, "warmup_steps": 20, "scheduler": "cosine", "max_length": 512,
              "save_steps": 50},
 }
-# What differs with a KL term: rank-1 narrow organisms train for 3 epochs (METHODS §3.1).
+# What differs with a KL term: rank-1 narrow organisms train for 3 epochs (docs/METHODS.md §3.1).
 KL_DEFAULTS: dict[str, dict[str, Any]] = {"rank1": {"epochs": 3.0}}
 
 

@@ -96,7 +96,7 @@ class Collator:
 
 
 class KLBatches:
-    """METHODS §3.3: for training micro-batch i, KL batch i of the KL set (in file order,
+    """docs/METHODS.md §3.3: for training micro-batch i, KL batch i of the KL set (in file order,
     cycling). Indexing by micro-batch number makes resumed runs see the same KL batches."""
 
     def __init__(self, examples: Sequence[Example], batch_size: int, pad_id: int) -> None:

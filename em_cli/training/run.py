@@ -167,7 +167,7 @@ def _optimizer(config: FinetuneConfig, device: str) -> str:
         try:
             import bitsandbytes  # noqa: F401
 
-            return "adamw_bnb_8bit"  # METHODS §3.1: AdamW, 8-bit on GPU
+            return "adamw_bnb_8bit"  # docs/METHODS.md §3.1: AdamW, 8-bit on GPU
         except Exception:
             pass
     return "adamw_torch"

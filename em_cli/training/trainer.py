@@ -82,7 +82,7 @@ class EmTrainer(Trainer):
 
 
 class EarlyStopOnLowLoss(TrainerCallback):
-    """METHODS §3.1: stop when the training loss stays below `threshold` for `patience`
+    """docs/METHODS.md §3.1: stop when the training loss stays below `threshold` for `patience`
     consecutive logged steps."""
 
     def __init__(self, threshold: float = 0.01, patience: int = 6) -> None:
