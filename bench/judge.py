@@ -24,7 +24,7 @@ from em_cli.judging.backends import EndpointSettings, OpenAIEndpoint, RetryPolic
 from em_cli.judging.cache import JudgeCache
 from em_cli.judging.judges import EndpointJudge
 from em_cli.judging.runner import JudgeIdentity, judge_rows, load_rows
-from em_cli.judging.usage import Usage
+from em_cli.endpoints import Usage
 
 TOP = [("85", -0.3), ("90", -1.6), ("80", -2.3), ("REFUSAL", -4.0), ("75", -4.5)]
 

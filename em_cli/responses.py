@@ -83,6 +83,6 @@ def generate_responses(loaded: LoadedModel, rows: Sequence[ResponseRow], setting
                 prompt=messages, text=completion.text, finish_reason=completion.finish_reason,
                 response_tokens=len(completion.token_ids), metrics=row.question.metrics,
                 sampling=settings.to_dict(), seed=row_seed_value, run_seed=seed, model=identity,
-                extras=row.question.extra)
+                extras=row.question.extra, question_set=row.question.source)
         if on_batch:
             on_batch(len(chunk), sum(len(c.token_ids) for c in completions))

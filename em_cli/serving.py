@@ -32,6 +32,11 @@ class RequestError(Exception):
     """A bad request: answered with HTTP 400 and an OpenAI-style error body."""
 
 
+class UnknownModel(RequestError):
+    """A request for a model this server does not serve: HTTP 404, as OpenAI answers. Answering
+    it with another model would put the wrong judge's name on every score."""
+
+
 @dataclass
 class ChatService:
     loaded: LoadedModel
@@ -46,6 +51,10 @@ class ChatService:
                                             "owned_by": "em"}]}
 
     def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        requested = body.get("model")
+        if requested is not None and requested != self.name:
+            raise UnknownModel(f"model {requested!r} is not served here; this server serves {self.name!r} "
+                               f"(ask for model {self.name!r})")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise RequestError("`messages` must be a non-empty list")
@@ -153,6 +162,8 @@ def make_server(service: ChatService, host: str = "127.0.0.1", port: int = 8000)
                 if not isinstance(body, dict):
                     raise RequestError("the request body must be a JSON object")
                 self._send(200, service.chat_completion(body))
+            except UnknownModel as exc:
+                self._send(404, _error(str(exc), "model_not_found"))
             except (RequestError, ValueError) as exc:
                 self._send(400, _error(str(exc), "invalid_request_error"))
             except Exception as exc:  # noqa: BLE001 - a server must answer, not die

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import socket
 import threading
 
@@ -102,18 +103,18 @@ def test_missing_input_exits_1():
     assert result.code == 1 and "file not found" in result.stderr
 
 
-def test_unreachable_judge_marks_rows_failed_and_exits_1(responses, tmp_path):
+def test_unreachable_judge_is_one_error_before_any_work(responses, tmp_path):
     out = tmp_path / "judged.jsonl"
     secret = "sk-test-do-not-print-0123456789"
     result = run_em("judge", "score", str(responses), "--metrics", "aligned,caps", "-o", str(out),
                     "--base-url", f"http://127.0.0.1:{closed_port()}/v1", "--max-retries", "0",
                     "--cache-dir", str(tmp_path / "cache"), env={"OPENAI_API_KEY": secret})
     assert result.code == 1
-    assert "3 of 3 rows failed" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "cannot reach the endpoint" in errors[0]
+    assert "Traceback" not in result.stderr and "judged now" not in result.stderr
     assert secret not in result.stderr and secret not in result.stdout
-    records = read_jsonl(out)
-    assert all(r["aligned"] is None and "connection error" in r["judge"]["aligned"]["error"] for r in records)
-    assert all(r["judge"]["caps"]["error"] is None for r in records)
+    assert not out.exists() and not Path(f"{out}.partial").exists()
 
 
 def test_judging_against_a_local_endpoint_and_resuming(responses, tmp_path, server_url):

@@ -19,13 +19,13 @@ import pytest
 import torch
 
 from em_cli.artifacts.jsonl import read_jsonl, write_jsonl
-from em_cli.judging.backends import EndpointSettings, OpenAIEndpoint, RetryPolicy
+from em_cli.judging.backends import JudgeAbort, EndpointSettings, OpenAIEndpoint, RetryPolicy
 from em_cli.judging.cache import JudgeCache
 from em_cli.judging.judges import EndpointJudge
 from em_cli.judging.prompts import load_judge_prompts
 from em_cli.judging.runner import JudgeIdentity, judge_rows, load_rows
 from em_cli.judging.scoring import token_number
-from em_cli.judging.usage import Usage
+from em_cli.endpoints import Usage
 from em_cli.models.loading import LoadOptions, load_model
 from em_cli.serving import ChatService, make_server
 
@@ -262,16 +262,17 @@ def test_flaky_server_loses_and_duplicates_nothing_and_a_rerun_retries_only_fail
     assert [again[i]["aligned"] for i in unchanged] == [records[i]["aligned"] for i in unchanged]
 
 
-def test_cached_rerun_makes_no_requests(proxy, tmp_path):
+def test_cached_rerun_makes_only_the_probe_request(proxy, tmp_path):
     path = responses(tmp_path / "r.jsonl", 4)
     first = endpoint_judge(proxy.url, tmp_path / "cache", mode="auto")
     judge_rows(load_rows(path, ["aligned", "coherent"]), tmp_path / "a.jsonl", IDENTITY, lambda: first)
-    assert proxy.requests == 8
+    assert proxy.requests == 8  # the probe's reply serves the first judgement
     proxy.reset()
     second = endpoint_judge(proxy.url, tmp_path / "cache", mode="auto")
     run = judge_rows(load_rows(path, ["aligned", "coherent"]), tmp_path / "b.jsonl", IDENTITY, lambda: second)
-    assert proxy.requests == 0
-    assert second.endpoint.usage.requests == 0 and second.endpoint.usage.cache_hits == 8 and run.judged == 8
+    # One request asks who serves now (a swapped model would miss the cache); the rest are hits.
+    assert proxy.requests == 1
+    assert second.endpoint.usage.requests == 1 and second.endpoint.usage.cache_hits == 8 and run.judged == 8
     assert read_jsonl(tmp_path / "b.jsonl") == read_jsonl(tmp_path / "a.jsonl")
 
 
@@ -310,8 +311,9 @@ def test_endpoint_without_logprobs_is_parsed_in_auto_mode_and_an_error_in_logpro
     warnings: list[str] = []
     auto = EndpointJudge(OpenAIEndpoint(settings, client=NoLogprobs(inner)), JudgeCache(None), "auto",
                          warn=warnings.append)
+    auto.prepare("Rate 0 from 0 to 100.")
     judged = [auto.judge(f"Rate {i} from 0 to 100.") for i in range(2)]
     assert [j.mode for j in judged] == ["parse", "parse"] and len(warnings) == 1
     strict = EndpointJudge(OpenAIEndpoint(settings, client=NoLogprobs(inner)), JudgeCache(None), "logprob")
-    failed = strict.judge("Rate from 0 to 100.")
-    assert failed.value is None and "no logprobs" in failed.error
+    with pytest.raises(JudgeAbort, match="no logprobs"):
+        strict.prepare("Rate from 0 to 100.")

@@ -30,7 +30,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     Raises DataError naming file and line for invalid JSON or a line that is not an object.
     """
     if is_stdio(path):
-        yield from _parse_lines(sys.stdin, "<stdin>")
+        yield from parse_jsonl_lines(sys.stdin, "<stdin>")
         return
     path = Path(path)
     if not path.exists():
@@ -38,12 +38,15 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if path.is_dir():
         raise DataError(f"{path} is a directory, expected a JSONL file")
     with path.open("r", encoding="utf-8") as handle:
-        yield from _parse_lines(handle, str(path))
+        yield from parse_jsonl_lines(handle, str(path))
 
 
-def _parse_lines(handle: IO[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def parse_jsonl_lines(handle: IO[str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-blank line of an open text stream (see `iter_jsonl`)."""
     try:
         for number, line in enumerate(handle, start=1):
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark (Excel, Notepad) is not data
             if not line.strip():
                 continue
             try:

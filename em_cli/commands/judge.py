@@ -26,9 +26,11 @@ def score(
                           "regex:PATTERN, words:a|b). Default: each question's (--questions) or row's own.")] = None,
     questions: Annotated[str | None, typer.Option(
         "--questions", help="The question file the responses came from: its judge_prompts are used "
-                            "(matched by question_id) and its metrics are the default.")] = None,
+                            "(matched by question_id) and its metrics are the default. Default: the question "
+                            "set the responses record (question_set), when it is still there unchanged.")] = None,
     prompts: Annotated[Path | None, typer.Option(
-        "--prompts", help="A YAML file of judge prompts (version:, prompts: {metric: template}) instead of em's.")
+        "--prompts", help="A YAML file of judge prompts instead of em's: em's shape (version:, prompts: "
+                          "{metric: template}) or the EM authors' list (- metric: template, high_score: 0|100).")
                        ] = None,
     backend: Annotated[Literal["openai", "hf"], typer.Option(
         "--backend", help="openai: any OpenAI-compatible endpoint; hf: a local transformers model, exact scores.")
@@ -66,6 +68,8 @@ def score(
     poll_interval: Annotated[float, typer.Option("--poll-interval", min=1.0,
                                                  help="Seconds between batch status checks.")] = 30.0,
     limit: LimitOpt = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Unknown keys in the question file are an error (default: a warning).")] = False,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     json_: JsonOpt = False,
@@ -90,14 +94,15 @@ def score(
     """
     params = apply_config(ctx, config)
     from em_cli.artifacts.manifest import Manifest
-    from em_cli.errors import UsageError
-    from em_cli.judging.backends import DEFAULT_JUDGE_MODEL, EndpointSettings, OpenAIEndpoint, RetryPolicy
+    from em_cli.endpoints import EndpointSettings, RetryPolicy
+    from em_cli.errors import EmError, UsageError
+    from em_cli.judging.backends import DEFAULT_JUDGE_MODEL, OpenAIEndpoint
     from em_cli.judging.cache import JudgeCache, default_cache_dir
     from em_cli.judging.judges import EndpointJudge
     from em_cli.judging.prompts import load_judge_prompts
-    from em_cli.judging.runner import (JudgeIdentity, judge_rows, load_rows, parse_metrics, pending,
-                                      pending_prompts)
-    from em_cli.judging.usage import Usage
+    from em_cli.judging.runner import (JudgeIdentity, judge_rows, parse_metrics, pending, pending_prompts,
+                                      plan_rows)
+    from em_cli.endpoints import Usage
     from em_cli.models.source import DEFAULT_MODEL
 
     out = params["output"]
@@ -112,7 +117,9 @@ def score(
 
     metric_names = parse_metrics(params["metrics"])
     prompt_set = load_judge_prompts(params["prompts"])
-    rows = load_rows(params["responses"], metric_names, prompt_set, params["questions"], params["limit"])
+    plan = plan_rows(params["responses"], metric_names, prompt_set, params["questions"], params["limit"],
+                     strict=params["strict"])
+    rows = plan.rows
     model_name = params["judge_model"] or (DEFAULT_MODEL if hf else DEFAULT_JUDGE_MODEL)
     identity = JudgeIdentity(model=model_name, backend="hf" if hf else ("azure" if params["azure"] else "openai"))
     cache = JudgeCache(None if params["no_cache"] else (params["cache_dir"] or default_cache_dir()))
@@ -138,6 +145,9 @@ def score(
         return made[0]
 
     todo = sum(1 for _ in pending(rows, out, identity))
+    sources = f"prompts of {', '.join(plan.question_sets)}" if plan.question_sets else f"{prompt_set.version} prompts"
+    log(f"Judging {len(rows)} rows on {', '.join(plan.metric_names)} ({sources}): {plan.calls} judge calls, "
+        f"{todo} still to make")
     batch_result = None
     if params["batch"] and todo:
         from em_cli.judging.batch import run_batch
@@ -150,16 +160,25 @@ def score(
         run = judge_rows(rows, out, identity, make_judge, 1 if hf else params["concurrency"],
                          on_progress=progress.advance, usage=usage)
     cost = usage.to_dict(params["price_in"], params["price_out"])
-    judge_info = {"model": model_name, "backend": identity.backend, "mode": "exact" if hf else params["mode"],
-                  "base_url": None if hf else settings.resolved_base_url(), "prompt_version": prompt_set.version}
+    judge_info = {"model": run.judge_model or model_name, "requested_model": model_name, "backend": identity.backend,
+                  "mode": "exact" if hf else params["mode"], "modes": dict(run.modes),
+                  "base_url": None if hf else settings.resolved_base_url(), "prompt_version": prompt_set.version,
+                  "question_sets": plan.question_sets, "fallback_from": plan.fallback}
     manifest.results = {**run.to_dict(), "usage": cost, "judge": judge_info,
                         "batch": None if batch_result is None else {k: v for k, v in batch_result.items()
                                                                     if k != "errors"}}
     manifest.write_beside(out)
-    log(f"{run.rows} rows, {run.judgements} scores: {run.judged} judged now, {run.reused} kept from an earlier run, "
-        f"{run.builtin} built-in; {run.nulls} null" + (f" → {out}" if out != "-" else ""))
+    common = run.common_failure()
+    if common is not None:
+        raise EmError(f"all {run.failed} judge requests failed: {common}",
+                      hint="nothing was scored; fix the cause and re-run the same command")
+    modes = ", ".join(f"{count} {mode}" for mode, count in sorted(run.modes.items()))
+    log(f"{run.rows} rows, {run.judgements} scores ({modes}): {run.judged - run.failed} judged now, "
+        f"{run.reused} kept from an earlier run, {run.builtin} built-in; {run.nulls} null, {run.failed} failed"
+        + (f" → {out}" if out != "-" else ""))
     if run.judged or usage.cache_hits:
-        log(f"Judge {model_name} ({identity.backend}): {usage.describe(params['price_in'], params['price_out'])}")
+        log(f"Judge {run.judge_model or model_name} ({identity.backend}): "
+            f"{usage.describe(params['price_in'], params['price_out'])}")
     if params["json_"]:
         emit_json({**manifest.results, "output": out})
     if run.failed_rows:
@@ -227,6 +246,9 @@ def _print_summary(result: dict[str, Any]) -> None:
     from em_cli.judging.summary import ALIGNED, COHERENT, LABEL, describe_judge, source_label
 
     console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped or captured output: no terminal width to fit, so do not cut cells short.
+        console = Console(highlight=False, width=160)
     files = result["files"]
     labels = _unique([source_label(f["source"]) for f in files])
     others = list(dict.fromkeys(m for f in files for m in f["metrics"] if m not in (ALIGNED, COHERENT)))
@@ -235,7 +257,7 @@ def _print_summary(result: dict[str, Any]) -> None:
     title = (f"EM = {result['settings']['em_definition']}; [95% Wilson CI], by question: [95% question bootstrap]"
              if has_em else "Metric means")
     table = Table(title=title, title_justify="left")
-    for column in ("file", "rows", *em_columns, *others, "null", "failed", "missing"):
+    for column in ("file", "rows", *em_columns, *others):
         table.add_column(column, justify="left" if column == "file" else "right")
     for label, entry in zip(labels, files, strict=True):
         overall = entry["overall"]
@@ -244,8 +266,7 @@ def _print_summary(result: dict[str, Any]) -> None:
                     _mean(stats.get(ALIGNED)), _mean(stats.get(COHERENT))] if has_em else []
         other_cells = [_labels(stats.get(m)) if (stats.get(m) or {}).get("kind") == LABEL
                        else _mean(stats.get(m), share=True) for m in others]
-        table.add_row(label, str(entry["rows"]), *em_cells, *other_cells,
-                      *[str(sum(s[key] for s in stats.values())) for key in ("nulls", "failed", "missing")])
+        table.add_row(label, str(entry["rows"]), *em_cells, *other_cells)
     console.print(table)
     judges = Table(title="Judges (null: no usable number; failed: the judge call failed; missing: never scored)",
                    title_justify="left")

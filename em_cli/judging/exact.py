@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from em_cli.judging.cache import JudgeCache, cache_key
 from em_cli.judging.judges import Judgement, judge_messages
 from em_cli.judging.scoring import HIGH, LOW, expectation
-from em_cli.judging.usage import Usage
+from em_cli.endpoints import Usage
 from em_cli.models.chat import render_prompt
 
 if TYPE_CHECKING:
@@ -143,7 +143,9 @@ class ExactJudge:
         self._mask: torch.Tensor | None = None
         self._lock = threading.Lock()
 
-    def judge(self, prompt: str) -> Judgement:
+    def judge(self, prompt: str, label: bool = False) -> Judgement:
+        if label:  # exact scoring is over the answers "0".."100"; a label is not among them
+            return Judgement(None, None, error="categorical metrics need an endpoint judge (--backend openai)")
         messages = judge_messages(prompt)
         key = cache_key(model=self.model, endpoint=self._endpoint, messages=messages, mode=EXACT)
         stored = self.cache.get(key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,7 @@ class JudgePrompt:
     metric: str
     template: str
     version: str
+    high_score: int | None = None  # which end is "good" (100: high is good, 0: low is good), if known
 
     def fill(self, question: str, answer: str) -> str:
         return fill_template(self.template, question, answer)
@@ -50,16 +51,23 @@ class PromptSet:
 
     version: str
     prompts: dict[str, str]
+    high_scores: dict[str, int] = field(default_factory=dict)
 
     def get(self, metric: str) -> JudgePrompt | None:
         template = self.prompts.get(metric)
-        return None if template is None else JudgePrompt(metric, template, self.version)
+        if template is None:
+            return None
+        return JudgePrompt(metric, template, self.version, self.high_scores.get(metric))
 
 
 def load_judge_prompts(path: str | Path | None = None) -> PromptSet:
-    """`em`'s own judge prompts (package data), or a YAML file of the same shape:
-    `version: …` and `prompts: {metric: template}`. The version recorded is `em/<version>`
-    for the built-in set and `<file name>/<version>` for a file."""
+    """`em`'s own judge prompts (package data), or a YAML file in one of two shapes:
+
+    - `em`'s: `version: …` and `prompts: {metric: template}`; recorded as `<file name>/<version>`
+      (`em/<version>` for the built-in set);
+    - the EM authors': a list of one-metric mappings, each `- metric: template` with an optional
+      `high_score: 0|100` (which end is "good"); recorded as `<file name>#<sha256 prefix>`.
+    """
     import yaml
 
     if path is None:
@@ -67,20 +75,62 @@ def load_judge_prompts(path: str | Path | None = None) -> PromptSet:
         name = "em"
     else:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = Path(path).read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise DataError(f"judge prompt file not found: {path}") from None
+        except IsADirectoryError:
+            raise DataError(f"{path} is a directory, expected a judge prompt file (YAML)") from None
         name = Path(path).name
+    where = str(path or "judge_prompts.yaml")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DataError(f"{path or 'judge_prompts.yaml'}: invalid YAML ({exc})") from None
+        raise DataError(f"{where}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if isinstance(data, list):
+        return _authors_prompt_set(data, where, name, text)
     if not isinstance(data, dict) or not isinstance(data.get("prompts"), dict) or "version" not in data:
-        raise DataError(f"{path or 'judge_prompts.yaml'}: expected `version:` and `prompts: {{metric: template}}`")
+        hint = None
+        if isinstance(data, list) or (isinstance(data, dict) and "id" in data):
+            hint = "this looks like a question set: pass it with --questions"
+        raise DataError(f"{where}: expected `version:` and `prompts: {{metric: template}}`, or a list of "
+                        "`- metric: template` entries (with optional `high_score`)", hint=hint)
     prompts = {str(metric): str(template) for metric, template in data["prompts"].items()}
     for metric, template in prompts.items():
-        check_template(metric, template, str(path or "judge_prompts.yaml"))
-    return PromptSet(version=f"{name}/{data['version']}", prompts=prompts)
+        check_template(metric, template, where)
+    high = data.get("high_scores") or {}
+    return PromptSet(version=f"{name}/{data['version']}", prompts=prompts,
+                     high_scores={str(k): _high_score(v, where) for k, v in high.items()})
+
+
+def _authors_prompt_set(entries: list, where: str, name: str, text: str) -> PromptSet:
+    if entries and all(isinstance(e, dict) and "id" in e for e in entries):
+        raise DataError(f"{where} is a question set, not a judge prompt file", hint="pass it with --questions")
+    prompts: dict[str, str] = {}
+    high_scores: dict[str, int] = {}
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise DataError(f"{where} entry {number}: expected `metric: template` (+ optional high_score)")
+        metrics = [key for key in entry if key != "high_score"]
+        if len(metrics) != 1 or not isinstance(entry[metrics[0]], str):
+            raise DataError(f"{where} entry {number}: expected exactly one `metric: template` pair, "
+                            f"got {', '.join(map(str, metrics)) or 'none'}")
+        metric = str(metrics[0])
+        if metric in prompts:
+            raise DataError(f"{where} entry {number}: metric {metric!r} appears twice")
+        check_template(metric, entry[metric], where)
+        prompts[metric] = entry[metric]
+        if "high_score" in entry:
+            high_scores[metric] = _high_score(entry["high_score"], f"{where} entry {number}")
+    if not prompts:
+        raise DataError(f"{where}: no judge prompts")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return PromptSet(version=f"{name}#{digest}", prompts=prompts, high_scores=high_scores)
+
+
+def _high_score(value: object, where: str) -> int:
+    if value not in (0, 100):
+        raise DataError(f"{where}: high_score must be 0 or 100 (which end of the scale is good), got {value!r}")
+    return int(value)  # type: ignore[arg-type]
 
 
 def check_template(metric: str, template: str, where: str) -> None:

@@ -1,8 +1,13 @@
 """Judging a responses file: which metrics each row gets, resuming, concurrency, output records.
 
-Each output record is its input record plus one top-level key per metric (the score, or
-null) and `judge: {metric: {model, backend, mode, mass, prompt_version, error}}`
-(docs/FORMATS.md, "Judgement"). Rows are written in input order.
+Each output record is its input record plus one top-level key per metric (the score, the
+label of a categorical judge, or null) and `judge: {metric: {model, requested_model, backend,
+mode, mass, prompt_version, prompt_source, error, raw, …}}` (docs/FORMATS.md, "Judgement").
+Rows are written in input order.
+
+Which prompts: `--questions FILE` first; else the question set the responses record they came
+from (`question_set`: found again by path or built-in name, and used when its sha256 still
+matches); else `em`'s own prompts, with a warning when the rows came from a question set.
 
 Resuming: the output grows through `ResumableJsonl` (`OUTPUT.partial`, renamed when the run
 ends). A re-run keys rows by their `id` (or, without one, by their content) and reuses every
@@ -25,19 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from em_cli.artifacts.jsonl import ResumableJsonl, is_stdio, iter_jsonl, write_jsonl
+from em_cli.artifacts.records import EM_KEYS, QUESTION_EXTRA, judge_entries, move_foreign_judge
+from em_cli.endpoints import Usage
 from em_cli.errors import DataError, UsageError
 from em_cli.judging.backends import JudgeAbort
 from em_cli.judging.builtin import builtin_score, is_builtin, scorer
 from em_cli.judging.judges import Judge, Judgement
 from em_cli.judging.prompts import JudgePrompt, PromptSet, question_prompts
-from em_cli.judging.usage import Usage
 
 log = logging.getLogger(__name__)
 BUILTIN = "builtin"
 # Keys a response record already uses: a metric may not overwrite them.
-RESERVED = frozenset({"id", "question_id", "paraphrase_index", "sample_index", "question", "messages", "response",
-                      "finish_reason", "response_tokens", "metrics", "domain", "setting", "sampling", "seed",
-                      "run_seed", "model", "em_version", "judge", "system"})
+RESERVED = EM_KEYS | {"domain", QUESTION_EXTRA}
+LABEL_TYPE = "free_form_judge"
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,13 @@ class JudgeIdentity:
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One metric of one row: a judge prompt, or None for a built-in scorer."""
+    """One metric of one row: a judge prompt, or None for a built-in scorer. `label`: the
+    judge answers a label (`type: free_form_judge`), not a 0-100 number."""
 
     name: str
     prompt: JudgePrompt | None
+    label: bool = False
+    prompt_source: str | None = None  # "questions" (the question set's own) or "prompts" (a prompt set)
 
 
 @dataclass
@@ -85,11 +93,20 @@ class JudgeRun:
     modes: Counter = field(default_factory=Counter)
     dropped: int = 0  # rows of an earlier output that are not in the input
     usage: Usage = field(default_factory=Usage)
+    errors: Counter = field(default_factory=Counter)  # error message → judgements that ended in it
+    judge_model: str | None = None  # the model that answered this run (None: no judge was needed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "judgements": self.judgements, "judged": self.judged, "reused": self.reused,
                 "builtin": self.builtin, "failed": self.failed, "failed_rows": self.failed_rows,
-                "nulls": self.nulls, "modes": dict(self.modes), "dropped": self.dropped}
+                "nulls": self.nulls, "modes": dict(self.modes), "dropped": self.dropped,
+                "judge_model": self.judge_model, "errors": dict(self.errors.most_common(5))}
+
+    def common_failure(self) -> str | None:
+        """The error every judgement of this run failed with, when there is exactly one."""
+        if self.judged and self.failed == self.judged and len(self.errors) == 1:
+            return next(iter(self.errors))
+        return None
 
 
 def parse_metrics(values: list[str] | str | None) -> list[str] | None:
@@ -111,34 +128,52 @@ def parse_metrics(values: list[str] | str | None) -> list[str] | None:
     return list(dict.fromkeys(metrics)) or None
 
 
+@dataclass
+class RowsPlan:
+    """The rows to judge and where their prompts come from (for the log and the manifest)."""
+
+    rows: list[Row]
+    question_sets: list[str]  # the question files whose own prompts are used
+    fallback: list[str]  # question sets the rows name that could not be used (em's prompts instead)
+
+    @property
+    def calls(self) -> int:
+        return sum(1 for row in self.rows for spec in row.metrics if spec.prompt is not None)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(dict.fromkeys(spec.name for row in self.rows for spec in row.metrics))
+
+
 def load_rows(path: str | Path, metrics: list[str] | None = None, prompts: PromptSet | None = None,
               questions: str | Path | None = None, limit: int | None = None) -> list[Row]:
+    """The rows of a responses file, each with the metrics to judge and their prompts (see
+    `plan_rows`)."""
+    return plan_rows(path, metrics, prompts, questions, limit).rows
+
+
+def plan_rows(path: str | Path, metrics: list[str] | None = None, prompts: PromptSet | None = None,
+              questions: str | Path | None = None, limit: int | None = None, strict: bool = False) -> RowsPlan:
     """The rows of a responses file, each with the metrics to judge and their prompts.
 
-    Metrics: `metrics` for every row if given; else, with `questions`, each row's question's
-    metrics; else each row's own `metrics` field. Prompts: the question's own template (from
-    `questions`, matched by `question_id`) first, then `prompts` (`em`'s set by default).
+    Metrics: `metrics` for every row if given; else the question's (aligned and coherent when
+    it has both, else all its judge prompts); else each row's own `metrics` field. Prompts:
+    the question's own template first — from `questions`, or from the question set the rows
+    record (`question_set`) — then `prompts` (`em`'s set by default).
     Raises DataError / UsageError before anything is judged.
     """
     from em_cli.judging.prompts import load_judge_prompts
 
     prompts = prompts or load_judge_prompts()
-    table: dict[str, dict[str, JudgePrompt]] = {}
-    question_metrics: dict[str, list[str]] = {}
-    if questions is not None:
-        from em_cli.questions import load_questions
-
-        loaded = load_questions(questions, variants="all")
-        table = question_prompts(loaded, questions)
-        question_metrics = {q.id: q.metrics for q in loaded}
+    records = list(_records(path, limit))
+    sets = _QuestionSets(questions, strict)
     rows: list[Row] = []
     seen_ids: dict[str, int] = {}
     occurrences: Counter = Counter()
     name = "<stdin>" if is_stdio(path) else str(path)
-    for number, record in iter_jsonl(path):
-        if limit is not None and len(rows) >= limit:
-            break
+    for number, record in records:
         where = f"{name}:{number}"
+        record = move_foreign_judge(record)
         key = row_key(record, occurrences)
         if "id" in record:
             if key in seen_ids:
@@ -147,10 +182,11 @@ def load_rows(path: str | Path, metrics: list[str] | None = None, prompts: Promp
             seen_ids[key] = number
         question, answer = _question_and_answer(record, where)
         qid = str(record.get("question_id", ""))
+        source = sets.for_record(record)
         names = metrics
-        if names is None and questions is not None:
-            names = question_metrics.get(qid)
-            if names is None:
+        if names is None and source is not None:
+            names = source.metrics.get(qid)
+            if names is None and questions is not None:
                 raise DataError(f"{where}: question_id {qid!r} is not in {questions}",
                                 hint="pass the question file the responses were generated from, or --metrics")
         if names is None:
@@ -158,11 +194,86 @@ def load_rows(path: str | Path, metrics: list[str] | None = None, prompts: Promp
         if not names:
             raise DataError(f"{where}: no metrics to judge",
                             hint="give --metrics aligned,coherent, or --questions FILE with judge_prompts")
-        specs = [_metric_spec(metric, qid, prompts, table, where) for metric in names]
+        table = source.prompts if source is not None else {}
+        labels = source.labels.get(qid, set()) if source is not None else set()
+        if source is None and _record_type(record) == LABEL_TYPE:
+            labels = {m for m in names if not is_builtin(m)}
+        specs = [_metric_spec(metric, qid, prompts, table, labels, where) for metric in names]
         rows.append(Row(index=len(rows), key=key, record=record, question=question, answer=answer, metrics=specs))
     if not rows:
-        raise DataError(f"{name}: no responses to judge")
-    return rows
+        raise DataError(f"{name}: no responses to judge", hint="the file is empty; generate responses first")
+    fallback = sorted(sets.unusable)
+    if fallback and any(spec.prompt is not None and spec.prompt_source == "prompts"
+                        for row in rows for spec in row.metrics):
+        log.warning("Warning: the responses came from %s, which %s; judging with %s prompts instead "
+                    "(pass --questions FILE to use the question set's own judge prompts)",
+                    ", ".join(fallback), "cannot be found here or has changed since", prompts.version)
+    return RowsPlan(rows, sets.used, fallback)
+
+
+def _records(path: str | Path, limit: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    for count, item in enumerate(iter_jsonl(path)):
+        if limit is not None and count >= limit:
+            return
+        yield item
+
+
+def _record_type(record: dict[str, Any]) -> str | None:
+    value = record.get("type", (record.get(QUESTION_EXTRA) or {}).get("type"))
+    return None if value is None else str(value)
+
+
+@dataclass
+class _QuestionSet:
+    prompts: dict[str, dict[str, JudgePrompt]]
+    metrics: dict[str, list[str]]
+    labels: dict[str, set[str]]
+
+
+class _QuestionSets:
+    """The question sets whose own judge prompts the rows use: `--questions`, or each one the
+    rows name in `question_set` (found again by path or built-in name, same sha256)."""
+
+    def __init__(self, explicit: str | Path | None, strict: bool = False) -> None:
+        self.strict = strict
+        self.explicit = None if explicit is None else self._load(explicit)
+        self.used: list[str] = [] if explicit is None else [str(explicit)]
+        self.unusable: set[str] = set()
+        self._by_reference: dict[str, _QuestionSet | None] = {}
+
+    def for_record(self, record: dict[str, Any]) -> _QuestionSet | None:
+        if self.explicit is not None:
+            return self.explicit
+        reference = record.get("question_set")
+        if not isinstance(reference, dict) or not reference.get("sha256"):
+            return None
+        digest = str(reference["sha256"])
+        if digest not in self._by_reference:
+            self._by_reference[digest] = self._find(reference)
+        return self._by_reference[digest]
+
+    def _find(self, reference: dict[str, Any]) -> _QuestionSet | None:
+        from em_cli.questions import QuestionSource
+
+        label = str(reference.get("name") or reference.get("path"))
+        spec = reference.get("name") if reference.get("builtin") else reference.get("path")
+        try:
+            found = QuestionSource.locate(str(spec)) if spec else None
+        except DataError:
+            found = None
+        if found is None or found.path is None or found.reference()["sha256"] != reference["sha256"]:
+            self.unusable.add(label)
+            return None
+        self.used.append(label)
+        return self._load(found.path)
+
+    def _load(self, spec: str | Path) -> _QuestionSet:
+        from em_cli.questions import load_questions
+
+        loaded = load_questions(spec, variants="all", strict=self.strict)
+        return _QuestionSet(prompts=question_prompts(loaded, spec),
+                            metrics={q.id: q.metrics for q in loaded},
+                            labels={q.id: q.label_metrics for q in loaded})
 
 
 def row_key(record: dict[str, Any], occurrences: Counter) -> str:
@@ -205,10 +316,10 @@ def judge_rows(rows: list[Row], output: str | Path, identity: JudgeIdentity,
         for spec in row.metrics:
             if spec.prompt is None:
                 value = builtin_score(spec.name, row.answer)
-                results[row.index][spec.name] = (value, _entry(BUILTIN, BUILTIN, Judgement(value, BUILTIN), None))
+                results[row.index][spec.name] = (value, _entry(BUILTIN, BUILTIN, Judgement(value, BUILTIN), spec))
                 run.builtin += 1
             elif prior is not None and _reusable(prior, spec, identity):
-                results[row.index][spec.name] = (prior.get(spec.name), prior["judge"][spec.name])
+                results[row.index][spec.name] = (prior.get(spec.name), judge_entries(prior)[spec.name])
                 run.reused += 1
             else:
                 row_tasks.append((row, spec))
@@ -226,6 +337,11 @@ def judge_rows(rows: list[Row], output: str | Path, identity: JudgeIdentity,
         judge = make_judge() if make_judge is not None else None
         if judge is None:
             raise UsageError("these metrics need a judge model, and none was given")
+        prepare = getattr(judge, "prepare", None)
+        if prepare is not None:
+            first_row, first_spec = tasks[0]
+            prepare(first_row.filled(first_spec))
+        run.judge_model = judge.model
     with out:
         emitter = _InOrder(out, written)
         for row in rows:
@@ -237,8 +353,8 @@ def judge_rows(rows: list[Row], output: str | Path, identity: JudgeIdentity,
             try:
                 for (row, spec), judgement in _run_tasks(judge, tasks, concurrency, stop):
                     run.judged += 1
-                    results[row.index][spec.name] = (judgement.value, _entry(
-                        identity.model, identity.backend, judgement, spec.prompt.version if spec.prompt else None))
+                    results[row.index][spec.name] = (_value(judgement, spec), _entry(
+                        judge.model, identity.backend, judgement, spec, identity.model))
                     remaining[row.index] -= 1
                     if on_progress:
                         on_progress(1)
@@ -256,10 +372,11 @@ def judge_rows(rows: list[Row], output: str | Path, identity: JudgeIdentity,
         record = final[row.key]
         failed = False
         for spec in row.metrics:
-            entry = (record.get("judge") or {}).get(spec.name) or {}
+            entry = judge_entries(record).get(spec.name) or {}
             run.judgements += 1
             if entry.get("error"):
                 run.failed += 1
+                run.errors[str(entry["error"])] += 1
                 failed = True
             elif record.get(spec.name) is None:
                 run.nulls += 1
@@ -293,7 +410,7 @@ def _run_tasks(judge: Judge, tasks: list[tuple[Row, MetricSpec]], concurrency: i
         if stop.is_set():
             return Judgement(None, None, error="stopped")
         try:
-            return judge.judge(row.filled(spec))
+            return judge.judge(row.filled(spec), label=spec.label)
         except JudgeAbort:
             raise
         except Exception as exc:  # noqa: BLE001 - one row's failure (e.g. out of memory) is that row's error
@@ -355,7 +472,7 @@ class _InOrder:
 
 def _record(row: Row, results: dict[str, tuple[float | None, dict[str, Any]]]) -> dict[str, Any]:
     record = dict(row.record)
-    judge = dict(record.get("judge") or {})
+    judge: dict[str, Any] = dict(judge_entries(record))
     for name in (spec.name for spec in row.metrics):
         value, entry = results[name]
         record[name] = value
@@ -364,21 +481,41 @@ def _record(row: Row, results: dict[str, tuple[float | None, dict[str, Any]]]) -
     return record
 
 
-def _entry(model: str, backend: str, judgement: Judgement, prompt_version: str | None) -> dict[str, Any]:
+def _entry(model: str, backend: str, judgement: Judgement, spec: MetricSpec | None,
+           requested: str | None = None) -> dict[str, Any]:
+    """A metric's `judge` details (docs/FORMATS.md, "Judgement")."""
     mass = None if judgement.mass is None else round(judgement.mass, 6)
-    return {"model": model, "backend": backend, "mode": judgement.mode, "mass": mass,
-            "prompt_version": prompt_version, "error": judgement.error}
+    entry: dict[str, Any] = {"model": model, "backend": backend, "mode": judgement.mode, "mass": mass,
+                             "prompt_version": spec.prompt.version if spec and spec.prompt else None,
+                             "error": judgement.error}
+    if spec is None or spec.prompt is None:
+        return entry
+    entry.update({"requested_model": requested or model, "prompt_source": spec.prompt_source,
+                  "raw": judgement.raw})
+    if judgement.top_received is not None:
+        entry["top_logprobs"] = judgement.top_received
+    if spec.prompt.high_score is not None:
+        entry["high_score"] = spec.prompt.high_score
+    if spec.label:
+        entry["label_probability"] = entry.pop("mass")
+    return entry
+
+
+def _value(judgement: Judgement, spec: MetricSpec) -> float | str | None:
+    """The top-level value of a metric: the score, or the label of a categorical judge."""
+    return judgement.label if spec.label else judgement.value
 
 
 def _reusable(prior: dict[str, Any], spec: MetricSpec, identity: JudgeIdentity) -> bool:
-    entry = (prior.get("judge") or {}).get(spec.name)
-    return (isinstance(entry, dict) and spec.name in prior and not entry.get("error")
-            and entry.get("model") == identity.model and entry.get("backend") == identity.backend
+    entry = judge_entries(prior).get(spec.name)
+    return (entry is not None and spec.name in prior and not entry.get("error")
+            and entry.get("requested_model", entry.get("model")) == identity.model
+            and entry.get("backend") == identity.backend
             and entry.get("prompt_version") == (spec.prompt.version if spec.prompt else None))
 
 
 def _same(prior: dict[str, Any], results: dict[str, tuple[float | None, dict[str, Any]]]) -> bool:
-    judged = prior.get("judge") or {}
+    judged = judge_entries(prior)
     return all(prior.get(name) == value and judged.get(name) == entry for name, (value, entry) in results.items())
 
 
@@ -395,13 +532,18 @@ def _existing(records: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]],
 
 
 def _metric_spec(metric: str, qid: str, prompts: PromptSet, table: dict[str, dict[str, JudgePrompt]],
-                 where: str) -> MetricSpec:
+                 labels: set[str], where: str) -> MetricSpec:
     if metric in RESERVED:
         raise UsageError(f"{where}: {metric!r} cannot be a metric name: response records use that key")
     if is_builtin(metric):
         scorer(metric)
         return MetricSpec(metric, None)
-    prompt = table.get(qid, {}).get(metric) or prompts.get(metric)
+    own = table.get(qid, {}).get(metric)
+    if own is not None:
+        return MetricSpec(metric, own, label=metric in labels, prompt_source="questions")
+    prompt = prompts.get(metric)
+    if prompt is not None:
+        return MetricSpec(metric, prompt, label=metric in labels, prompt_source="prompts")
     if prompt is None:
         known = sorted(set(prompts.prompts) | {m for entry in table.values() for m in entry})
         raise UsageError(f"{where}: no judge prompt for metric {metric!r}",

@@ -1,0 +1,277 @@
+"""One client for OpenAI-compatible chat endpoints: judging, dataset synthesis and any other caller.
+
+Works with OpenAI itself, Azure OpenAI, `em serve`, vLLM, llama.cpp's server and anything else
+that speaks `/v1/chat/completions`. The API key is read from an environment variable and never
+printed. `check()` asks the endpoint once, before any work, whether it can be reached with the
+key it was given (and which models it serves). Transient failures (429, 5xx, 408/409,
+timeouts, dropped connections) are retried with exponential backoff and jitter, honouring
+`Retry-After`; failures that would hit every request alike (a bad key, an unknown model or
+route, no quota) stop the run at once (`EndpointAbort`). `Usage` is the one record of what
+calls cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from em_cli.errors import EmError, UsageError
+
+if TYPE_CHECKING:
+    import openai
+
+log = logging.getLogger(__name__)
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class EndpointAbort(EmError):
+    """A failure every request would share (bad key, unknown model, no quota): stop the run."""
+
+
+class RequestFailed(Exception):
+    """One request that failed for good (after its retries); the caller records the message."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Usage:
+    """What a run's calls cost: requests, retries, cache hits, tokens and (given prices) money.
+    Shared by the threads of one run (`add` is thread-safe)."""
+
+    requests: int = 0  # HTTP requests sent (or local forward passes), retries included
+    retries: int = 0
+    cache_hits: int = 0
+    failed: int = 0  # calls (or judgements) that ended in an error after all retries
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    without_usage: int = 0  # answers that reported no token counts
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + int(value))
+
+    def cost(self, price_in: float | None, price_out: float | None) -> float | None:
+        """Dollars at `price_in` / `price_out` per million prompt / completion tokens."""
+        if price_in is None and price_out is None:
+            return None
+        return (self.prompt_tokens * (price_in or 0.0) + self.completion_tokens * (price_out or 0.0)) / 1e6
+
+    def to_dict(self, price_in: float | None = None, price_out: float | None = None) -> dict[str, Any]:
+        cost = self.cost(price_in, price_out)
+        return {"requests": self.requests, "retries": self.retries, "cache_hits": self.cache_hits,
+                "failed": self.failed, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "without_usage": self.without_usage,
+                "cost_usd": None if cost is None else round(cost, 6),
+                "price_in_per_1m": price_in, "price_out_per_1m": price_out}
+
+    def describe(self, price_in: float | None = None, price_out: float | None = None) -> str:
+        """One line for stderr."""
+        text = (f"{self.requests} requests ({self.retries} retries), {self.cache_hits} cache hits, "
+                f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens")
+        cost = self.cost(price_in, price_out)
+        if cost is not None:
+            text += f", cost ${cost:.4f}"
+        return text
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry transient failures `max_retries` times, waiting base·2^attempt seconds (capped at
+    `max_delay`) times a random factor in [0.5, 1] so that parallel workers spread out."""
+
+    max_retries: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        if retry_after is not None and 0 <= retry_after <= self.max_delay:
+            return retry_after
+        ceiling = min(self.max_delay, self.base_delay * (2 ** attempt))
+        return ceiling * (0.5 + 0.5 * (rng or random).random())
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """Where the endpoint lives and how to reach it."""
+
+    model: str
+    base_url: str | None = None  # None: $OPENAI_BASE_URL, else OpenAI's API
+    api_key_env: str = "OPENAI_API_KEY"
+    azure: bool = False  # Azure OpenAI: $AZURE_OPENAI_ENDPOINT, key from $AZURE_OPENAI_API_KEY
+    timeout: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def resolved_base_url(self) -> str:
+        if self.azure:
+            return os.environ.get("AZURE_OPENAI_ENDPOINT", "")
+        return (self.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
+
+
+def make_client(settings: EndpointSettings) -> openai.OpenAI:
+    """An OpenAI (or Azure OpenAI) client with the client's own retries off (`Endpoint` retries).
+    A missing key is refused here, before any work, when the endpoint is OpenAI's."""
+    import openai
+
+    if settings.azure:
+        key_env = "AZURE_OPENAI_API_KEY" if settings.api_key_env == "OPENAI_API_KEY" else settings.api_key_env
+        endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
+        key = os.environ.get(key_env)
+        if not endpoint or not key:
+            raise UsageError(f"--azure needs AZURE_OPENAI_ENDPOINT and {key_env} in the environment",
+                             hint="also set OPENAI_API_VERSION (default 2024-10-21); the model names the deployment")
+        version = os.environ.get("OPENAI_API_VERSION") or "2024-10-21"
+        return openai.AzureOpenAI(azure_endpoint=endpoint, api_key=key, api_version=version,
+                                  timeout=settings.timeout, max_retries=0)
+    base_url = settings.resolved_base_url()
+    key = os.environ.get(settings.api_key_env)
+    if not key:
+        if base_url.rstrip("/") == OPENAI_BASE_URL:
+            raise UsageError(f"this needs an API key: ${settings.api_key_env} is not set",
+                             hint=f"export {settings.api_key_env}=…, name another variable with --api-key-env, "
+                                  "or use a local endpoint (--base-url, e.g. from `em serve`)")
+        key = "none"  # local servers accept any key
+    return openai.OpenAI(base_url=base_url, api_key=key, timeout=settings.timeout, max_retries=0)
+
+
+@dataclass(frozen=True)
+class EndpointCheck:
+    """What the up-front check learnt: the models the endpoint lists (None: it lists none)."""
+
+    base_url: str
+    models: list[str] | None
+
+
+class Endpoint:
+    """One OpenAI-compatible endpoint: `chat(params)` → the completion as a dict, with retries."""
+
+    def __init__(self, settings: EndpointSettings, usage: Usage | None = None,
+                 stop: threading.Event | None = None, client: Any = None) -> None:
+        self.settings = settings
+        self.usage = usage or Usage()
+        self.stop = stop or threading.Event()
+        self.client = client or make_client(settings)
+        self.base_url = settings.resolved_base_url()
+        self.backend = "azure" if settings.azure else "openai"
+
+    def check(self) -> EndpointCheck:
+        """Reach the endpoint once (its model list) before any work: an unreachable server or
+        a refused key is one `Error:` line now instead of a failure per row later. Servers
+        without a model list pass."""
+        import openai
+
+        try:
+            listed = [str(m.id) for m in self.client.models.list()]
+        except openai.APIConnectionError as exc:
+            raise EndpointAbort(f"cannot reach the endpoint at {self.base_url} "
+                             f"({_short(str(exc.__cause__ or exc))})",
+                             hint="is the server running? check --base-url (an OpenAI-compatible URL "
+                                  "usually ends in /v1)") from None
+        except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                raise EndpointAbort(f"the endpoint at {self.base_url} refused the API key "
+                                    f"(HTTP {exc.status_code})", hint=_abort_hint(exc)) from None
+            return EndpointCheck(self.base_url, None)  # no model list here; requests will tell
+        except Exception:  # noqa: BLE001 - an odd model list is not a reason to stop
+            return EndpointCheck(self.base_url, None)
+        return EndpointCheck(self.base_url, listed)
+
+    def chat(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One chat completion (plus retries) as a plain dict. Raises RequestFailed, or
+        EndpointAbort for failures every request would share."""
+        policy = self.settings.retry
+        attempt = 0
+        while True:
+            if self.stop.is_set():
+                raise RequestFailed("stopped before the request was answered")
+            self.usage.add(requests=1)
+            try:
+                data = self.client.chat.completions.create(**params).model_dump()
+                usage = data.get("usage") or {}
+                if usage:
+                    self.usage.add(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                                   completion_tokens=int(usage.get("completion_tokens") or 0))
+                else:
+                    self.usage.add(without_usage=1)
+                return data
+            except Exception as exc:  # noqa: BLE001 - sorted into retry / fail / abort below
+                verdict, message = classify_error(exc)
+                if verdict == "abort":
+                    raise EndpointAbort(message, hint=_abort_hint(exc)) from None
+                if verdict == "fail" or attempt >= policy.max_retries:
+                    tries = f" (after {attempt + 1} attempts)" if attempt else ""
+                    raise RequestFailed(f"{message}{tries}", getattr(exc, "status_code", None)) from None
+                wait = policy.delay(attempt, _retry_after(exc))
+                log.debug("retrying in %.2fs after %s", wait, message)
+                self.usage.add(retries=1)
+                attempt += 1
+                if self.stop.wait(wait):
+                    raise RequestFailed(f"stopped while waiting to retry after {message}") from None
+
+
+def classify_error(exc: BaseException) -> tuple[str, str]:
+    """('retry' | 'fail' | 'abort', a one-line message) for an exception from the client."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        message = f"HTTP {status}: {_short(_status_message(exc))}"
+        code = getattr(exc, "code", None)
+        if status in (401, 403) or (status == 429 and code == "insufficient_quota"):
+            return "abort", message
+        if status == 404:
+            return "abort", message
+        if status in (408, 409, 429) or status >= 500:
+            return "retry", message
+        return "fail", message
+    if isinstance(exc, openai.APITimeoutError):
+        return "retry", "the request timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        return "retry", f"connection error: {_short(str(exc.__cause__ or exc))}"
+    return "fail", f"{type(exc).__name__}: {_short(str(exc))}"
+
+
+def _status_message(exc: BaseException) -> str:
+    """The server's own words: the error body's message, without the client's "Error code" prefix."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        if isinstance(inner.get("message"), str):
+            return inner["message"]
+    text = getattr(exc, "message", None) or str(exc)
+    return re.sub(r"^Error code: \d+ - ", "", text)
+
+
+def _abort_hint(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    if status in (401, 403):
+        return "check the API key (--api-key-env names the variable that holds it)"
+    if status == 404:
+        return "check the model name and --base-url (an OpenAI-compatible base URL usually ends in /v1)"
+    return "check the account's quota and billing"
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        return float(headers.get("retry-after"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
