@@ -291,10 +291,10 @@ def judge_provenance(records: Sequence[dict[str, Any]], metrics: Iterable[str]) 
 
 
 def describe_judge(provenance: dict[str, Any]) -> dict[str, str]:
-    """Short `model`, `prompt` and `mode` texts for a table ("-" when unknown; several joined
+    """Short `model`, `prompt` and `mode` texts for a table ("unknown" without details; several joined
     with "+")."""
     def names(field: str) -> str:
-        return "+".join(provenance.get(field) or {}) or "-"
+        return "+".join(provenance.get(field) or {}) or "unknown"
 
     return {"model": names("models"), "prompt": names("prompt_versions"), "mode": names("modes")}
 
