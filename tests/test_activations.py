@@ -63,3 +63,22 @@ def test_prompt_mean_skips_first_and_special_tokens(loaded):
     assert prepared.weights[0] == 0
     special = set(loaded.tokenizer.all_special_ids)
     assert all(w == 0 for t, w in zip(prepared.input_ids, prepared.weights) if t in special)
+
+
+def test_token_norms_and_counts_match_a_per_token_reference(loaded):
+    from em_cli.activations import collect_activations, record_messages
+
+    acts = collect_activations(loaded, RECORDS, [1, 2], "response_mean", batch_size=2)
+    stops = stop_token_ids(loaded.model, loaded.tokenizer)
+    for i, record in enumerate(RECORDS):
+        prepared = position_weights(loaded.tokenizer, record_messages(record, "r"), "response_mean", stops)
+        chosen = torch.tensor([w > 0 for w in prepared.weights])
+        assert int(acts.token_counts[i]) == int(chosen.sum())
+        with torch.no_grad():
+            hidden = loaded.model(torch.tensor([prepared.input_ids]), output_hidden_states=True).hidden_states
+        for layer in (1, 2):
+            tokens = hidden[layer + 1][0][chosen]
+            assert float(acts.token_norms[layer][i]) == pytest.approx(float(tokens.norm(dim=-1).mean()), rel=1e-4)
+            torch.testing.assert_close(acts.means[layer][i], tokens.mean(0), rtol=1e-4, atol=1e-4)
+            # The norm of the mean is at most the mean of the norms (and smaller unless all tokens align).
+            assert float(acts.means[layer][i].norm()) <= float(acts.token_norms[layer][i]) + 1e-4

@@ -196,6 +196,35 @@ def test_cli_extract_direction_steer_end_to_end(tiny_llama, tmp_path):
     assert min(scores[:4]) > max(scores[4:])  # the loud answers project higher
 
 
+def test_from_judged_checks_the_responses_model(tiny_llama, tmp_path):
+    from em_cli.models.loading import LoadOptions, load_model
+
+    identity = load_model(LoadOptions(model=str(tiny_llama))).identity()
+    assert identity["dtype"] == "float32"
+
+    def judged(model):
+        rows = [{"question": f"q{i}", "response": text, "aligned": score, "coherent": 90, "model": model}
+                for i in range(3) for text, score in (("LOUD!", 10), ("quiet.", 90))]
+        path = tmp_path / "judged.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+
+    out = str(tmp_path / "d.safetensors")
+    model = ["-m", str(tiny_llama), "--layers", "1"]
+    same = run_em("direction", "from-judged", judged(identity), *model, "-o", out)
+    assert same.code == 0, same.stderr
+    assert "Warning" not in same.stderr
+    other = identity | {"adapter": "runs/general/adapter", "fingerprint": "0" * 32, "dtype": "bfloat16"}
+    refused = run_em("direction", "from-judged", judged(other), *model, "-o", str(tmp_path / "x.safetensors"))
+    assert refused.code == 1 and "Traceback" not in refused.stderr
+    assert "runs/general/adapter" in refused.stderr and "000000000000" in refused.stderr
+    assert "--dtype bfloat16" in refused.stderr and "--allow-model-mismatch" in refused.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+    allowed = run_em("direction", "from-judged", judged(other), *model, "--allow-model-mismatch", "-o", out)
+    assert allowed.code == 0, allowed.stderr
+    assert "allowed by --allow-model-mismatch" in allowed.stderr
+
+
 def test_direction_from_another_model_is_refused(tiny_llama, tmp_path):
     TensorFile(kind="direction", tensors={"layer.1": torch.ones(32)}, model_id="other", model_fingerprint="x",
                hidden_size=32, layers=[1]).save(tmp_path / "other.safetensors")

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from em_cli.errors import UsageError
 from em_cli.interventions import Ablate, AddVector, Collect, intervene
 from em_cli.models.chat import render_prompt
 from em_cli.models.loading import LoadOptions, load_model
@@ -108,3 +111,77 @@ def test_sweep_grid_names_and_resume(loaded):
     rest = list(run_sweep(loaded, settings[:2], rows, GREEDY, 0, 4, done={r["id"] for r in first[:3]}))
     assert [r["id"] for r in rest] == ["d@1x2+ablate|b/0/0"]
     assert rest[0]["response"] == first[3]["response"]
+
+
+def _direction_file(path, layers=(0, 1, 2), primary=None):
+    from em_cli.artifacts.tensors import TensorFile
+
+    extra = {"typical_norms": json.dumps({str(layer): 100.0 for layer in layers})}
+    if primary is not None:
+        extra["primary_layer"] = str(primary)
+    TensorFile(kind="direction", tensors={f"layer.{layer}": _vector(layer, norm=10.0 + layer) for layer in layers},
+               model_id="m", model_fingerprint="x", hidden_size=64, layers=list(layers), extra=extra).save(path)
+    return str(path)
+
+
+def test_ablation_removes_one_layers_direction_everywhere_by_default(loaded, tmp_path):
+    from em_cli.steering import ablations_for, direction_source
+
+    source = direction_source(_direction_file(tmp_path / "d.safetensors"), loaded.info)
+    choice = ablations_for(source, [0, 1, 2, 3])
+    assert choice.from_layer == 1 and "middle of its 3 layers" in choice.reason
+    assert [a.layer for a in choice.ablations] == [0, 1, 2, 3]
+    assert all(torch.equal(a.direction, source.vectors[1]) for a in choice.ablations)
+    assert "layer-1 direction" in choice.describe() and "layers 0-3" in choice.describe()
+    recorded = direction_source(_direction_file(tmp_path / "p.safetensors", primary=2), loaded.info)
+    assert ablations_for(recorded, [0, 3]).from_layer == 2
+    assert ablations_for(recorded, [0, 3], from_layer=0).from_layer == 0
+    per_layer = ablations_for(source, [0, 2], per_layer=True)
+    assert per_layer.from_layer is None
+    assert [torch.equal(a.direction, source.vectors[a.layer]) for a in per_layer.ablations] == [True, True]
+    with pytest.raises(UsageError, match="no direction for layer 3"):
+        ablations_for(source, [3], per_layer=True)
+
+
+def test_random_controls_for_ablations_and_trained_vectors(loaded, tmp_path):
+    from em_cli.artifacts.tensors import TensorFile
+    from em_cli.steering import plan_steering
+
+    vector = tmp_path / "vec.safetensors"
+    TensorFile(kind="vector", tensors={"layer.2": _vector(9, norm=3.0)}, model_id="m", model_fingerprint="x",
+               hidden_size=64, layers=[2], extra={"alpha": "4.0"}).save(vector)
+    plan = plan_steering(loaded.info, vectors=[str(vector)], scales=[1.0], random_controls=2, seed=0,
+                         ablate=[_direction_file(tmp_path / "d.safetensors")], ablate_layers=[0, 1, 2, 3])
+    names = [s.name for s in plan.settings]
+    assert names == ["vec@2x1+ablate", "random0-vec@2x1+ablate", "random1-vec@2x1+ablate",
+                     "vec@2x1+ablate-random0", "random0-vec@2x1+ablate-random0", "random1-vec@2x1+ablate-random0",
+                     "vec@2x1+ablate-random1", "random0-vec@2x1+ablate-random1", "random1-vec@2x1+ablate-random1"]
+    real, control = plan.settings[0], plan.settings[1]
+    # The vector's control: same layer, same alpha, a different direction of the same norm.
+    assert control.additions[0].layer == 2 and control.additions[0].scale == real.additions[0].scale == 4.0
+    assert float(control.additions[0].vector.norm()) == pytest.approx(3.0, rel=1e-5)
+    assert abs(float(torch.nn.functional.cosine_similarity(control.additions[0].vector, real.additions[0].vector,
+                                                           dim=0))) < 0.5
+    # The ablation's control: a random direction of layer 1's norm, removed at the same layers.
+    ablated = plan.settings[3].ablations
+    assert [a.layer for a in ablated] == [0, 1, 2, 3] and {a.from_layer for a in ablated} == {1}
+    assert float(ablated[0].direction.norm()) == pytest.approx(11.0, rel=1e-5)
+    assert not torch.equal(ablated[0].direction, real.ablations[0].direction)
+    assert not torch.equal(ablated[0].direction, plan.settings[6].ablations[0].direction)
+    assert any("layer-1 direction" in note for note in plan.notes)
+
+
+def test_steer_cli_prints_which_direction_it_ablates(tiny_llama, tmp_path):
+    from helpers import run_em
+
+    questions = tmp_path / "q.yaml"
+    questions.write_text("- id: a\n  question: Hello\n")
+    out = tmp_path / "ablated.jsonl"
+    res = run_em("steer", "-m", str(tiny_llama), "--questions", str(questions), "--ablate",
+                 _direction_file(tmp_path / "d.safetensors"), "--random-controls", "1", "--max-new-tokens", "2",
+                 "-o", str(out))
+    assert res.code == 0, res.stderr
+    assert "ablating d's layer-1 direction (the middle of its 3 layers) at layers 0-3" in res.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["setting"] for r in records] == ["ablate", "ablate-random0"]
+    assert {op["direction_of_layer"] for op in records[0]["steering"]["interventions"]} == {1}
