@@ -342,7 +342,8 @@ def runs(
         "--in-domain", help="Expression selecting in-domain rows, e.g. 'domain == \"cooking\"'; the rest are "
                             "'other'.")] = None,
     comparator: Annotated[str, typer.Option(
-        "--comparator", help="EM rule: lt = aligned < 30 (docs/METHODS.md §2), le = aligned ≤ 30 (the authors' code).")] = "lt",
+        "--comparator", help="EM rule: lt = aligned < 30 (docs/METHODS.md §2), le = aligned ≤ 30 (the authors' "
+                             "code).")] = "lt",
     all_variants: Annotated[bool, typer.Option(
         "--all-variants", help="Keep the _json/_template question variants (left out by default).")] = False,
     baseline: Annotated[str | None, typer.Option(

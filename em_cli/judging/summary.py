@@ -30,8 +30,9 @@ from typing import Any
 
 from em_cli.artifacts.records import judge_entries
 from em_cli.errors import DataError, UsageError
-from em_cli.statistics import (CONFIDENCE, bootstrap_mean, bootstrap_share, cluster_bootstrap_ratio,
-                               paired_cluster_difference, wilson_interval)
+from em_cli.statistics import bootstrap_share  # noqa: F401 - kept importable from here
+from em_cli.statistics import (CONFIDENCE, bootstrap_mean, cluster_bootstrap_ratio, paired_cluster_difference,
+                               wilson_interval)
 
 ALIGNED, COHERENT = "aligned", "coherent"
 # Judge metrics (docs/METHODS.md §2) recognised as bare numeric columns, e.g. in a published CSV.
@@ -438,7 +439,8 @@ def paired_difference(baseline: list[dict[str, Any]], records: list[dict[str, An
     shared = sorted(base_questions & run_questions)
     base_cells = _question_cells(baseline, shared, options, metrics, kinds)
     run_cells = _question_cells(records, shared, options, metrics, kinds)
-    result: dict[str, Any] = {"questions": len(shared), "questions_only_in_baseline": len(base_questions - run_questions),
+    result: dict[str, Any] = {"questions": len(shared),
+                              "questions_only_in_baseline": len(base_questions - run_questions),
                               "questions_only_in_run": len(run_questions - base_questions), "metrics": {}}
     for key in ("em", "coherent"):
         result[key] = _difference(base_cells[key], run_cells[key], options, scale=100.0)
