@@ -47,3 +47,28 @@ def test_zero_input_and_bad_epsilon():
     assert torch.equal(perturb(zero, 0.5, torch.Generator().manual_seed(0)), zero)
     with pytest.raises(ValueError, match="epsilon"):
         perturb(torch.ones(3), 1.5, torch.Generator())
+
+
+def test_product_cosine_matches_the_flattened_products():
+    from em_cli.comparison.perturbation import cosine, product_cosine
+
+    g = torch.Generator().manual_seed(5)
+    b0, a0 = torch.randn(40, 3, generator=g), torch.randn(3, 30, generator=g)
+    b1, a1 = b0 + 0.3 * torch.randn(40, 3, generator=g), a0 + 0.3 * torch.randn(3, 30, generator=g)
+    reference = cosine(b1.double() @ a1.double(), b0.double() @ a0.double())
+    assert product_cosine(b1, a1, b0, a0) == pytest.approx(reference, abs=1e-12)
+    assert product_cosine(b0, a0, b0, a0) == pytest.approx(1.0, abs=1e-12)
+    assert product_cosine(torch.zeros(40, 3), a0, b0, a0) is None
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 0.3, 0.5, 0.7])
+def test_perturbing_both_lora_factors_moves_the_product_by_about_one_minus_eps_squared(epsilon):
+    from em_cli.comparison.perturbation import product_cosine
+
+    g = torch.Generator().manual_seed(11)
+    b, a = torch.randn(512, 8, generator=g), torch.randn(8, 512, generator=g)
+    noise = torch.Generator().manual_seed(12)
+    measured = product_cosine(perturb(b, epsilon, noise), perturb(a, epsilon, noise), b, a)
+    assert measured == pytest.approx(1 - epsilon**2, abs=0.03)
+    if epsilon >= 0.3:  # clearly not the √(1−ε²) a single perturbed matrix has
+        assert measured < math.sqrt(1 - epsilon**2) - 0.03

@@ -135,12 +135,18 @@ def test_random_controls_match_norms(bench):
 def test_perturbing_an_adapter_perturbs_each_matrix_and_restores(bench):
     lora = bench.handles["lora"]
     with bench.applied("lora") as handle:
-        handle.perturb(0.6, torch.Generator().manual_seed(0))
+        measured = handle.perturb(0.6, torch.Generator().manual_seed(0))
+        products = []
         for m in lora.modules:
             for now, before in ((m.a, m.a0), (m.b, m.b0)):
                 assert float(now.norm()) == pytest.approx(float(before.norm()), rel=1e-5)
                 cos = float(torch.nn.functional.cosine_similarity(now.flatten(), before.flatten(), dim=0))
                 assert cos == pytest.approx(0.8, abs=1e-5)
+            after, original = (m.b.double() @ m.a.double()).flatten(), (m.b0.double() @ m.a0.double()).flatten()
+            products.append(float(after @ original / (after.norm() * original.norm())))
+        # What moves is B·A, by about 1−ε² = 0.64, not the √(1−ε²) = 0.8 of each factor.
+        assert measured == pytest.approx(sum(products) / len(products), abs=1e-9)
+        assert measured == pytest.approx(0.64, abs=0.1) and measured < 0.75
     for m in lora.modules:
         assert torch.equal(m.a, m.a0) and torch.equal(m.b, m.b0)
 
@@ -173,8 +179,10 @@ def test_stability_makes_exactly_the_promised_number_of_loss_evaluations(bench, 
     for curve in result.curves.values():
         assert curve.gap > 0
         assert curve.relative[0] == [0.0, 0.0]  # ε = 0 is the solution itself
+        assert curve.cosine_mean[0] == pytest.approx(1.0) and curve.cosine_mean[2] == pytest.approx(0.0, abs=0.2)
         assert curve.mean[2] > curve.mean[1] > 0
         assert curve.std[1] > 0  # the two seeds drew different noise
+    assert result.curves["vec"].cosines[1] == pytest.approx([math.sqrt(0.75)] * 2, abs=1e-6)
 
 
 def test_relative_increase():

@@ -199,6 +199,8 @@ def stability(
 
     x′ = √(1−ε²)x + εy per vector, or per LoRA A and B matrix; 100·(L_perturbed − L_orig) /
     (L_base − L_orig): 0% = as trained, 100% = base model; mean ± std over seeds (docs/METHODS.md §6).
+    Each point also records the measured cosine between the perturbed and the original
+    solution — for adapters of B·A (≈ 1−ε², not √(1−ε²)) — which the plot uses as its x-axis.
     One model load and #ε × #seeds × #solutions + 1 + #solutions loss evaluations.
 
     Example: em compare stability -m M --solutions general=runs/g narrow=runs/n --data train.jsonl -o cmp/
@@ -245,10 +247,11 @@ def stability(
         columns = ["solution", "L_orig", "L_base−L_orig", *[f"ε={grid[i]:g}" for i in shown]]
         table_rows = []
         for name, curve in result.curves.items():
-            cells = [f"{curve.mean[i]:.1f}±{curve.std[i]:.1f}" if curve.mean[i] is not None else None for i in shown]
+            cells = [(f"{curve.mean[i]:.1f}±{curve.std[i]:.1f}" + _cos(curve.cosine_mean[i]))
+                     if curve.mean[i] is not None else None for i in shown]
             table_rows.append([name, curve.original_loss, curve.gap, *cells])
-        _table(f"Stability: relative loss increase %, mean ± std (base loss {result.base_loss:.4f})", columns,
-               table_rows)
+        _table(f"Stability: relative loss increase %, mean ± std, at the measured cosine to the original "
+               f"(base loss {result.base_loss:.4f})", columns, table_rows)
 
 
 @app.command("kl")
@@ -444,6 +447,10 @@ def _diff(entry: dict[str, Any]) -> str | None:
         return None
     ci = entry["ci"]
     return f"{entry['diff']:+.1f}" + (f" [{ci[0]:+.1f}, {ci[1]:+.1f}]" if ci else "")
+
+
+def _cos(value: float | None) -> str:
+    return f" (cos {value:.3f})" if value is not None else ""
 
 
 def _some(grid: list[float], wanted: tuple[float, ...]) -> list[int]:

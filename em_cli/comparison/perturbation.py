@@ -3,6 +3,10 @@
 Draw y ~ N(0, I), remove its component along x (Gram–Schmidt), scale it to ‖x‖ and set
 x′ = √(1−ε²)·x + ε·y. Then ‖x′‖ = ‖x‖ and cos(x, x′) = √(1−ε²): ε = 0 is x itself, ε = 1
 an orthogonal vector of the same length. A matrix is treated as one flattened vector.
+
+A LoRA adapter perturbed this way (A and B each with ε) changes its weight change B·A by
+more: cos(B′A′, BA) ≈ 1−ε², so the stability metric measures that cosine
+(`product_cosine`) rather than assuming √(1−ε²).
 """
 
 from __future__ import annotations
@@ -44,3 +48,28 @@ def perturb(x: torch.Tensor, epsilon: float, generator: torch.Generator) -> torc
     noise = orthogonal_noise(x, generator)
     mixed = math.sqrt(1.0 - epsilon**2) * x.detach().to("cpu", torch.float64) + epsilon * noise
     return mixed.to(dtype=x.dtype, device=x.device)
+
+
+def cosine(x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """cos(x, y) of the flattened tensors, in float64; None if either is zero."""
+    import torch
+
+    a = x.detach().reshape(-1).to("cpu", torch.float64)
+    b = y.detach().reshape(-1).to("cpu", torch.float64)
+    denominator = float(a.norm() * b.norm())
+    return float(a @ b) / denominator if denominator > 0 else None
+
+
+def product_cosine(b1: torch.Tensor, a1: torch.Tensor, b0: torch.Tensor, a0: torch.Tensor) -> float | None:
+    """cos(B₁A₁, B₀A₀) of two LoRA weight changes, flattened — without forming the
+    [out, in] products: ⟨B₁A₁, B₀A₀⟩_F = tr((B₀ᵀB₁)(A₁A₀ᵀ)), with [r, r] factors. None if
+    either product is zero."""
+    import torch
+
+    b1, a1, b0, a0 = (t.detach().to("cpu", torch.float64) for t in (b1, a1, b0, a0))
+
+    def inner(bx: torch.Tensor, ax: torch.Tensor, by: torch.Tensor, ay: torch.Tensor) -> float:
+        return float(torch.trace((by.T @ bx) @ (ax @ ay.T)))
+
+    norms = inner(b1, a1, b1, a1) * inner(b0, a0, b0, a0)
+    return inner(b1, a1, b0, a0) / norms**0.5 if norms > 0 else None

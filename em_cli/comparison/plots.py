@@ -108,12 +108,18 @@ def plot_stability(report: dict[str, Any], path: str | Path) -> None:
     solutions = {s["name"]: s for s in report["solutions"]}
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, curve in results["curves"].items():
-        # One series per solution; the band is ±1 std over seeds.
-        _curve(ax, results["epsilons"], list(zip(*curve["relative"], strict=True)), _label(name, solutions[name]),
-               False)
+        # One series per solution, at its own measured cosines (an adapter's B·A moves ≈ 1−ε²,
+        # a vector √(1−ε²)); the band is ±1 std over seeds. Reports without cosines: ε.
+        measured = curve.get("cosine_mean")
+        x = measured if measured and all(c is not None for c in measured) else results["epsilons"]
+        _curve(ax, x, list(zip(*curve["relative"], strict=True)), _label(name, solutions[name]), False)
     ax.axhline(0, color="grey", linestyle=":")
     ax.axhline(100, color="grey", linestyle=":", label="100% = base model")
-    ax.set(xlabel="ε (noise fraction; cos = √(1−ε²))", ylabel="relative loss increase (%)",
+    with_cosines = all(c.get("cosine_mean") for c in results["curves"].values())
+    if with_cosines:
+        ax.invert_xaxis()  # more noise to the right
+    ax.set(xlabel=("measured cos(perturbed, original) — adapters: of B·A, mean over modules" if with_cosines
+                   else "ε (noise fraction)"), ylabel="relative loss increase (%)",
            title=f"Stability — mean ± std over {results['seeds']} seeds")
     ax.legend(fontsize=7)
     _save(fig, path)

@@ -127,12 +127,14 @@ class VectorHandle:
         """Rescale so that ‖scale·v‖ = target, keeping the direction."""
         self.set_scale(target / _nonzero(self.norm, self.name))
 
-    def perturb(self, epsilon: float, generator: torch.Generator) -> None:
-        """Replace v by its norm-preserving perturbation (alpha unchanged)."""
-        from em_cli.comparison.perturbation import perturb
+    def perturb(self, epsilon: float, generator: torch.Generator) -> float | None:
+        """Replace v by its norm-preserving perturbation (alpha unchanged); return the
+        measured cosine between the perturbed and the original vector (√(1−ε²))."""
+        from em_cli.comparison.perturbation import cosine, perturb
 
         self.op.vector = perturb(self.original, epsilon, generator)
         self.op.scale = self.alpha
+        return cosine(self.op.vector, self.original)
 
     def restore(self) -> None:
         self.set_scale(1.0)
@@ -203,16 +205,23 @@ class AdapterHandle:
     def set_norm(self, target: float) -> None:
         self.set_scale(target / _nonzero(self.norm, self.name))
 
-    def perturb(self, epsilon: float, generator: torch.Generator) -> None:
-        """Perturb every A and every B matrix on its own (flattened), norm-preserving."""
+    def perturb(self, epsilon: float, generator: torch.Generator) -> float | None:
+        """Perturb every A and every B matrix on its own (flattened), norm-preserving; return
+        the measured cos(B′A′, BA) of the weight change, flattened and averaged over modules
+        (≈ 1−ε², not √(1−ε²): both factors move). None if every B·A is zero."""
         import torch
 
-        from em_cli.comparison.perturbation import perturb
+        from em_cli.comparison.perturbation import perturb, product_cosine
 
+        cosines = []
         with torch.no_grad():
             for module in self.modules:
                 module.a.copy_(perturb(module.a0, epsilon, generator))
                 module.b.copy_(perturb(module.b0, epsilon, generator))
+                value = product_cosine(module.b, module.a, module.b0, module.a0)
+                if value is not None:
+                    cosines.append(value)
+        return sum(cosines) / len(cosines) if cosines else None
 
     def restore(self) -> None:
         self.set_scale(1.0)

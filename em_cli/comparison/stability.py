@@ -4,6 +4,8 @@ For each solution, ε and seed: perturb it (the vector; or every LoRA A and B ma
 own) with x′ = √(1−ε²)·x + ε·y, measure the loss, and report the relative loss increase
 100·(L_perturbed − L_orig)/(L_base − L_orig): 0% = as trained, 100% = as bad as no finetune.
 Mean ± sample std over seeds. The paper's claim: the general solution rises more slowly.
+Beside ε, each draw records the measured cosine between the perturbed and the original
+solution (for adapters, of B·A, ≈ 1−ε²): the honest x-axis when vectors and adapters meet.
 
 Cost: exactly #ε × #seeds × #solutions perturbed losses, plus 1 + #solutions baselines
 (L_base once, L_orig per solution), on one model load. Seed k builds the same noise
@@ -39,6 +41,10 @@ class StabilityCurve:
     relative: list[list[float | None]]  # relative loss increase in %, [epsilon][seed]
     mean: list[float | None]
     std: list[float | None]
+    # Measured cosine between the perturbed and the original solution, [epsilon][seed]: the
+    # vector itself (√(1−ε²)), or an adapter's B·A averaged over modules (≈ 1−ε²).
+    cosines: list[list[float | None]]
+    cosine_mean: list[float | None]
 
 
 @dataclass
@@ -91,16 +97,19 @@ def measure_stability(bench: SolutionBench, names: Sequence[str], evaluate: Call
             handle.restore()
             original = loss()
             grid: list[list[float]] = []
+            cosines: list[list[float | None]] = []
             for epsilon in epsilons:
-                row = []
+                row, cos_row = [], []
                 for k in range(seeds):
-                    handle.perturb(epsilon, torch.Generator().manual_seed(noise_seed(base_seed, k)))
+                    cos_row.append(handle.perturb(epsilon, torch.Generator().manual_seed(noise_seed(base_seed, k))))
                     row.append(loss())
                 grid.append(row)
+                cosines.append(cos_row)
         relative = [[relative_increase(value, original, base_loss) for value in row] for row in grid]
         means, stds = zip(*(_mean_std(row) for row in relative), strict=True) if relative else ((), ())
         curves[name] = StabilityCurve(name=name, original_loss=original, gap=base_loss - original, losses=grid,
-                                      relative=relative, mean=list(means), std=list(stds))
+                                      relative=relative, mean=list(means), std=list(stds), cosines=cosines,
+                                      cosine_mean=[_mean_std(row)[0] for row in cosines])
     return StabilityResult(base_loss=base_loss, epsilons=list(epsilons), seeds=seeds, base_seed=base_seed,
                            curves=curves, evaluations=loss.calls,
                            planned_evaluations=planned_evaluations(len(names), epsilons, seeds))
