@@ -8,6 +8,7 @@ API) checks the real `openai` client path, and is reused by the CLI tests.
 from __future__ import annotations
 
 import json
+import socket
 import random
 import threading
 import time
@@ -31,7 +32,6 @@ from em_cli.datasets.synthesis import (
     parse_answer,
     parse_pairs,
     trim_to_sentence,
-    with_retries,
 )
 from em_cli.errors import DataError, EmError
 
@@ -371,33 +371,6 @@ def test_aligned_needs_single_turn_rows(tmp_path):
 
 # --- retries and the openai client ----------------------------------------------------------------
 
-class Flaky(Exception):
-    pass
-
-
-def test_with_retries_backs_off_exponentially():
-    waits: list[float] = []
-    attempts = {"n": 0}
-
-    def call():
-        attempts["n"] += 1
-        if attempts["n"] < 4:
-            raise Flaky("busy")
-        return "ok"
-
-    assert with_retries(call, 5, lambda e: isinstance(e, Flaky), sleep=waits.append, base_delay=1.0) == "ok"
-    assert len(waits) == 3
-    for wait, base in zip(waits, (1, 2, 4)):
-        assert base <= wait <= base * 1.25
-    with pytest.raises(Flaky):
-        with_retries(lambda: (_ for _ in ()).throw(Flaky("x")), 2, lambda e: True, sleep=waits.append)
-    waits.clear()
-    with pytest.raises(ValueError):
-        with_retries(lambda: (_ for _ in ()).throw(ValueError("bad request")), 5, lambda e: isinstance(e, Flaky),
-                     sleep=waits.append)
-    assert waits == []
-
-
 class FakeOpenAI:
     """A local server for POST .../chat/completions answering from a script of (status, text)."""
 
@@ -452,7 +425,7 @@ def test_openai_completer_retries_5xx_and_reports_usage(monkeypatch):
     monkeypatch.setenv("EM_TEST_KEY", "sk-secret-123")
     with FakeOpenAI([(500, "overloaded"), (429, "slow down"), (200, CLEAN)]) as server:
         complete = openai_completer("gen-model", base_url=server.base_url, api_key_env="EM_TEST_KEY",
-                                    max_retries=3, base_delay=0.01)
+                                    max_retries=3, base_delay=0.01, check=False)
         text, usage = complete([{"role": "user", "content": "hi"}])
     assert text == CLEAN
     assert usage == {"prompt_tokens": 11, "completion_tokens": 7}
@@ -468,10 +441,22 @@ def test_openai_completer_masks_the_key_and_does_not_retry_client_errors(monkeyp
     monkeypatch.setenv("EM_TEST_KEY", "sk-secret-123")
     with FakeOpenAI([(401, "bad key: {auth}")]) as server:
         complete = openai_completer("m", base_url=server.base_url, api_key_env="EM_TEST_KEY", max_retries=3,
-                                    base_delay=0.01)
+                                    base_delay=0.01, check=False)
         with pytest.raises(EmError) as info:
             complete([{"role": "user", "content": "hi"}])
     assert len(server.requests) == 1
     assert "sk-secret-123" not in info.value.message
-    assert "***" in info.value.message and "AuthenticationError" in info.value.message
+    assert "***" in info.value.message and "HTTP 401" in info.value.message
     assert "re-run" in info.value.hint
+
+
+def test_openai_completer_checks_the_key_and_the_server_before_any_call(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(EmError, match="OPENAI_API_KEY is not set"):
+        openai_completer("gpt-4o")  # OpenAI's own endpoint, no key: refused at once, no retries
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(EmError, match="cannot reach the endpoint"):
+        openai_completer("m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=5)

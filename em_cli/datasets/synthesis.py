@@ -292,72 +292,39 @@ def normalize_user(text: str) -> str:
 
 # --- calls ----------------------------------------------------------------------------------
 
-def with_retries(call: Callable[[], Any], max_retries: int, is_retryable: Callable[[BaseException], bool],
-                 sleep: Callable[[float], None] = time.sleep, base_delay: float = 1.0,
-                 max_delay: float = 60.0) -> Any:
-    """`call()`, retried up to `max_retries` times on retryable errors with exponential backoff.
-
-    Waits base_delay · 2^attempt (capped at max_delay) plus up to 25% jitter before each retry.
-    The last error is raised when the retries run out; a non-retryable error at once.
-    """
-    attempt = 0
-    while True:
-        try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - classified by is_retryable
-            if attempt >= max_retries or not is_retryable(exc):
-                raise
-            delay = min(max_delay, base_delay * 2 ** attempt)
-            sleep(delay + random.uniform(0, delay / 4))
-            attempt += 1
-
-
-def is_retryable_openai_error(exc: BaseException) -> bool:
-    """Rate limits, timeouts, lost connections and 5xx answers are worth retrying."""
-    import openai
-
-    if isinstance(exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError)):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
-    return False
-
-
 def openai_completer(model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                      temperature: float = 1.0, max_tokens: int = 1000, max_retries: int = 5,
-                     timeout: float = 120.0, base_delay: float = 1.0) -> Complete:
-    """A `Complete` calling `model` through the `openai` client at `base_url`.
-
-    The API key is read from the environment variable `api_key_env` ("EMPTY" when unset, as
-    local servers expect); it is never printed, and is masked in error messages.
+                     timeout: float = 120.0, base_delay: float = 1.0, check: bool = True) -> Complete:
+    """A `Complete` calling `model` through the shared endpoint client (`em_cli.endpoints`):
+    the key and the server are checked once, up front (`check`); transient failures are
+    retried with backoff; the key is never printed.
     """
-    from openai import OpenAI
+    from em_cli.endpoints import Endpoint, EndpointAbort, EndpointSettings, RequestFailed, RetryPolicy
 
-    api_key = os.environ.get(api_key_env) or "EMPTY"
-    # Our own retry loop (counted, honours --max-retries) replaces the client's.
-    client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
-
-    def once(messages: list[dict[str, str]]) -> tuple[str, Usage | None]:
-        response = client.chat.completions.create(model=model, messages=messages, temperature=temperature,
-                                                  max_tokens=max_tokens)
-        text = (response.choices[0].message.content or "") if response.choices else ""
-        usage = response.usage
-        counts = None if usage is None else {"prompt_tokens": usage.prompt_tokens or 0,
-                                             "completion_tokens": usage.completion_tokens or 0}
-        return text, counts
+    settings = EndpointSettings(model=model, base_url=base_url, api_key_env=api_key_env, timeout=timeout,
+                                retry=RetryPolicy(max_retries=max_retries, base_delay=base_delay))
+    endpoint = Endpoint(settings)
+    if check:
+        endpoint.check()
+    key = os.environ.get(api_key_env) or ""
 
     def complete(messages: list[dict[str, str]]) -> tuple[str, Usage | None]:
+        params = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
         try:
-            return with_retries(lambda: once(messages), max_retries, is_retryable_openai_error,
-                                base_delay=base_delay)
-        except Exception as exc:  # noqa: BLE001 - any failure of the endpoint ends the run
-            message = f"{type(exc).__name__}: {exc}"
-            if api_key != "EMPTY":
-                message = message.replace(api_key, "***")
-            retried = f" after {max_retries} retries" if is_retryable_openai_error(exc) else ""
-            raise EmError(f"generator call failed{retried}: {message}",
+            data = endpoint.chat(params)
+        except (RequestFailed, EndpointAbort) as exc:
+            message = str(exc.message if isinstance(exc, EndpointAbort) else exc)
+            if key:
+                message = message.replace(key, "***")
+            raise EmError(f"generator call failed: {message}",
                           hint=f"check --base-url, --model-name and the key in ${api_key_env}; "
                                "re-run the same command to resume") from None
+        choices = data.get("choices") or []
+        text = ((choices[0].get("message") or {}).get("content") or "") if choices else ""
+        usage = data.get("usage")
+        counts = None if not usage else {"prompt_tokens": usage.get("prompt_tokens") or 0,
+                                         "completion_tokens": usage.get("completion_tokens") or 0}
+        return text, counts
 
     return complete
 
