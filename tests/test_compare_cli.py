@@ -85,9 +85,39 @@ def test_kl_on_text_sampled_from_the_base_model(solutions, tmp_path):
     report = json.loads(result.stdout)
     assert report["text_source"][0]["kind"] == "sampled-from-base-model"
     assert report["text_source"][0]["texts"] == 4
+    assert "base model's own samples" in report["text"] and "not pre-training text" in report["text"]
+    assert "base model's own samples" in result.stderr
     for curve in report["results"]["curves"].values():
         assert curve["kl"][0] == 0.0 and curve["kl"][-1] > curve["kl"][1] > 0
+    (sweep,) = report["results"]["equal_norm"]
+    assert sweep["fractions"] == [1.0, 5.0] and set(sweep["kl"]) == {"vec", "random0-vec"}
+    assert report["evaluations"] == 1 * (1 + 2 * (3 + 2))
     assert (tmp_path / "kl.png").stat().st_size > 0
+
+
+def test_kl_on_a_dataset_saved_to_disk_prints_equal_norm_tables(solutions, tmp_path):
+    import datasets
+
+    saved = tmp_path / "fineweb-sample"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": [
+        "The river rose after three days of rain, and the town moved its market uphill.",
+        "", "A recipe for bread needs flour, water, salt and time.",
+        "Engineers tested the bridge with trucks full of sand before opening it."]})}).save_to_disk(str(saved))
+    result = run_em("compare", "kl", "-m", solutions["model"], "-s", f"vec={solutions['vec']}", "-s",
+                    f"vec2={solutions['vec']}", "--quick", "--hf-dataset", str(saved), "--texts", "3",
+                    "--max-tokens", "12", "-o", str(tmp_path / "out"), env=ONE_THREAD)
+    assert result.code == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "kl.json").read_text())
+    (source,) = report["text_source"]
+    assert source["kind"] == "hf-dataset" and source["local"] is True and source["dataset"] == str(saved)
+    assert source["texts"] == 3 and source["split"] == "train"  # the empty row is skipped
+    assert str(saved) in report["text"] and str(saved) in result.stderr
+    assert "equal norms" in result.stdout and "text: dataset" in result.stdout.replace("\n", " ")
+    (sweep,) = report["results"]["equal_norm"]
+    assert sweep["kl"]["vec"] == sweep["kl"]["vec2"]  # one vector twice: equal norms, equal KL
+    wrong = run_em("compare", "kl", "-m", solutions["model"], "-s", f"vec={solutions['vec']}", "--quick",
+                   "--hf-dataset", str(saved), "--hf-split", "test", "-o", str(tmp_path / "x"))
+    assert wrong.code == 1 and "no split 'test'" in wrong.stderr
 
 
 def test_bad_solution_argument_is_a_usage_error(solutions, tmp_path):

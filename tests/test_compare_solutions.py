@@ -215,6 +215,38 @@ def test_kl_is_zero_at_norm_zero_and_grows_with_norm(bench):
     assert result.text_sets[0]["scored_positions"] == sum(len(t.input_ids) for t in texts)
 
 
+def test_kl_at_equal_norms_puts_every_solution_at_the_same_targets(runs, tmp_path):
+    """Two vectors with one direction and norms 1:2 differ at own-norm multiples but must
+    agree exactly at equal absolute norms."""
+    trained = TensorFile.load(runs["vec"] / "vector.safetensors", kind="vector")
+    doubled = tmp_path / "doubled.safetensors"
+    TensorFile(kind="vector", tensors=dict(trained.tensors), model_id=trained.model_id,
+               model_fingerprint=trained.model_fingerprint, hidden_size=trained.hidden_size, layers=trained.layers,
+               extra=trained.extra | {"alpha": str(2 * float(trained.extra["alpha"]))}).save(doubled)
+    bench = SolutionBench(load_model(LoadOptions(model=str(runs["model"]))))
+    for spec in parse_solution_args([f"one={runs['vec']}", f"two={doubled}"]):
+        bench.add(spec)
+    bench.add_random_controls("one", 1, seed=0)
+    tokenizer = bench.loaded.tokenizer
+    with bench.base():
+        texts = sample_continuations(bench.model, tokenizer, opening_prompts(tokenizer, 3), 8, 0, 3, True)
+    names = ["one", "two", "random0-one"]
+    multiples, fractions = (0.0, 1.0), (0.5, 1.0, 2.0)
+    result = pretraining_kl.measure_kl(bench, [(TextSet(texts, {"kind": "test"}), names)], multiples,
+                                       batch_size=4, fractions=fractions)
+    assert result.forward_passes == pretraining_kl.planned_forward_passes([(1, 3)], multiples, fractions)
+    (sweep,) = result.equal_norm
+    one, two = bench.handles["one"].norm, bench.handles["two"].norm
+    assert two == pytest.approx(2 * one, rel=1e-6)
+    assert sweep.kind == "vector" and sweep.reference_norm == pytest.approx(1.5 * one, rel=1e-6)
+    assert sweep.targets == pytest.approx([0.75 * one, 1.5 * one, 3.0 * one], rel=1e-6)
+    assert set(sweep.kl) == set(names)
+    assert result.curves["two"].kl[1] != pytest.approx(result.curves["one"].kl[1], rel=1e-3)  # own norms differ
+    assert sweep.kl["one"] == pytest.approx(sweep.kl["two"], rel=1e-4)  # equal norms: the same vector
+    assert all(later > earlier for earlier, later in zip(sweep.kl["one"], sweep.kl["one"][1:]))
+    assert sweep.kl["random0-one"] != pytest.approx(sweep.kl["one"], rel=1e-3)
+
+
 def test_solution_arguments(runs, tmp_path):
     specs = parse_solution_args([f"a={runs['lora']}", f"b={runs['lora'] / 'adapter'}", f"c={runs['vec']}",
                                  f"d={runs['vec'] / 'vector.safetensors'}"])

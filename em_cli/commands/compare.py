@@ -262,9 +262,11 @@ def kl(
     text: Annotated[str | None, typer.Option(
         "--text", help="Pre-training-style text: .txt (blank-line-separated texts) or .jsonl (`text` field).")] = None,
     hf_dataset: Annotated[str | None, typer.Option(
-        "--hf-dataset", help="Stream a hub dataset, NAME or NAME:CONFIG (e.g. HuggingFaceFW/fineweb:sample-10BT); "
-                             "needs internet.")] = None,
-    hf_split: Annotated[str, typer.Option("--hf-split", help="Split of --hf-dataset.")] = "train",
+        "--hf-dataset", help="A `datasets` dataset with a `text` column: a directory written by save_to_disk "
+                             "(offline), or a hub NAME / NAME:CONFIG streamed from the hub (e.g. "
+                             "HuggingFaceFW/fineweb:sample-10BT; needs internet).")] = None,
+    hf_split: Annotated[str, typer.Option("--hf-split", help="Split of --hf-dataset (of a saved DatasetDict).")
+                        ] = "train",
     texts: Annotated[int | None, typer.Option("--texts", min=1, help="How many texts (default 50; --quick 8).")
                      ] = None,
     max_tokens: Annotated[int | None, typer.Option(
@@ -275,6 +277,9 @@ def kl(
     multiples: Annotated[str | None, typer.Option(
         "--multiples", help="Norms as multiples of each solution's own norm (default 0,0.25,0.5,1,1.5,2,3,4,5).")
                          ] = None,
+    fractions: Annotated[str | None, typer.Option(
+        "--fractions", help="Equal norms: every solution of a kind at p × the mean norm of that kind's solutions "
+                            "(default 0.5,1,2,5; --quick 1,5).")] = None,
     random_controls: ControlsOpt = 0,
     quick: QuickOpt = False,
     seed: SeedOpt = 0,
@@ -288,9 +293,11 @@ def kl(
     """KL(P_base ‖ P_steered) on pre-training-style text across a norm grid.
 
     Per non-padding token, for each solution at multiples of its own norm and for
-    norm-matched random controls (docs/METHODS.md §6). Text: --text, --hf-dataset, or by default text
-    sampled from the base model itself (no chat template). Adapters are measured on the base
-    model's own continuations.
+    norm-matched random controls (docs/METHODS.md §6), and at equal norms: every solution of
+    one kind at the same absolute targets, so their KLs compare directly. Text: --text,
+    --hf-dataset, or by default text sampled from the base model itself (no chat template;
+    labelled as such — it is not pre-training text). Adapters are measured on the base
+    model's own continuations. The output names the text it measured on.
 
     Example: em compare kl -m M --solutions general=runs/g narrow=runs/n --random-controls 3 -o cmp/
     """
@@ -300,6 +307,8 @@ def kl(
 
     started = time.time()
     grid = _floats(multiples, "--multiples") or list(metric.QUICK_MULTIPLES if quick else metric.NORM_MULTIPLES)
+    targets = _floats(fractions, "--fractions") or list(metric.QUICK_EQUAL_NORM_FRACTIONS if quick
+                                                         else metric.EQUAL_NORM_FRACTIONS)
     count = texts or (8 if quick else 50)
     external = external_texts(text, hf_dataset, hf_split, count)
     loaded, bench = _open_bench([*(solutions or []), *(more or [])], model, dtype, device, load_in_4bit, False,
@@ -312,29 +321,39 @@ def kl(
                                     on_batch=progress.advance)
     sampling_seconds = time.perf_counter() - sampling_started
     batches = [(-(-len(g[0].texts) // batch_size), len(g[1])) for g in groups]
-    total = metric.planned_forward_passes(batches, grid)
+    total = metric.planned_forward_passes(batches, grid, targets)
     measured = time.perf_counter()
     with RowProgress(total, "forward passes") as progress:
-        result = metric.measure_kl(bench, groups, grid, batch_size, on_forward=lambda: progress.advance(1))
+        result = metric.measure_kl(bench, groups, grid, batch_size, on_forward=lambda: progress.advance(1),
+                                   fractions=targets)
     seconds = time.perf_counter() - measured
     options = {"model": model, "solutions": [*(solutions or []), *(more or [])], "text": text,
                "hf_dataset": hf_dataset, "hf_split": hf_split, "texts": count, "max_tokens": max_tokens,
-               "prompt_tokens": prompt_tokens, "multiples": grid, "random_controls": random_controls, "quick": quick,
-               "seed": seed, "batch_size": batch_size, "dtype": dtype, "device": device, "load_in_4bit": load_in_4bit}
+               "prompt_tokens": prompt_tokens, "multiples": grid, "fractions": targets,
+               "random_controls": random_controls, "quick": quick, "seed": seed, "batch_size": batch_size,
+               "dtype": dtype, "device": device, "load_in_4bit": load_in_4bit}
+    labels = list(dict.fromkeys(t.get("label", t.get("kind", "?")) for t in result.text_sets))
     report = {"metric": "kl", "model": loaded.identity(), "solutions": bench.describe(), "settings": options,
-              "text_source": result.text_sets, "results": result.to_dict(), "evaluations": result.forward_passes,
+              "text": "; ".join(labels), "text_source": result.text_sets, "results": result.to_dict(),
+              "evaluations": result.forward_passes,
               "wall_time_s": round(seconds + sampling_seconds, 3), "sampling_time_s": round(sampling_seconds, 3),
               "kl_definition": "per-token mean of KL(P_base ‖ P_steered) in nats over scored non-padding positions",
               "norm_definition": NORM_DEFINITION}
     manifest = _manifest("compare kl", options, [text] if text else [], seed, started)
     _finish(output, "kl", report, manifest, plot_kl, json_)
-    log(f"text: {', '.join(t['kind'] for t in result.text_sets)}; {result.forward_passes} forward passes in "
+    log(f"text: {report['text']}; {result.forward_passes} forward passes in "
         f"{seconds:.1f}s (+{sampling_seconds:.1f}s sampling text)")
     if not json_:
         shown = _some(grid, (0.0, 1.0, 2.0, 5.0))
         columns = ["solution", "kind", "norm", *[f"×{grid[i]:g}" for i in shown]]
-        _table("Pre-training KL per token (nats) at multiples of each solution's norm", columns,
-               [[c.name, c.kind, c.own_norm, *[f"{c.kl[i]:.3g}" for i in shown]] for c in result.curves.values()])
+        _table(f"Pre-training KL per token (nats) at multiples of each solution's own norm — text: {report['text']}",
+               columns, [[c.name, c.kind, c.own_norm, *[f"{c.kl[i]:.3g}" for i in shown]]
+                         for c in result.curves.values()])
+        for sweep in result.equal_norm:
+            unit = "‖alpha·v‖" if sweep.kind == "vector" else "mean ‖B·A‖_F"
+            _table(f"KL per token (nats) at equal norms ({sweep.kind}s: {unit} = p × {sweep.reference_norm:.4g})",
+                   ["solution", *[f"{t:.4g} (p={p:g})" for p, t in zip(sweep.fractions, sweep.targets, strict=True)]],
+                   [[name, *[f"{v:.3g}" for v in values]] for name, values in sweep.kl.items()])
 
 
 @app.command("runs")

@@ -140,7 +140,7 @@ def plot_kl(report: dict[str, Any], path: str | Path) -> None:
         ax.set(xlabel=f"norm ({unit})", ylabel="KL(P_base ‖ P_steered) per token (nats)",
                title=f"Pre-training KL ({kind}s)")
         ax.legend(fontsize=7)
-    sources = ", ".join(sorted({t.get("kind", "?") for t in results["text_sets"]}))
+    sources = "; ".join(dict.fromkeys(t.get("label", t.get("kind", "?")) for t in results["text_sets"]))
     fig.suptitle(f"Text: {sources}", fontsize=9)
     _save(fig, path)
 

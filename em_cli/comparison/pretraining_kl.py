@@ -7,12 +7,17 @@ finetuning KL term (`logits_at` + `kl_divergence`: logits only at those position
 base model's logits are computed once per batch and compared with every setting before
 moving on, so full-vocabulary logits are never kept for the whole text set. At m = 0
 nothing is added, so the KL is exactly 0. The paper's claim: general ≫ narrow ≈ random.
+
+Own-norm multiples put each solution at different absolute norms, so the comparison the
+claim is about is a second sweep at *equal* norms: every solution of one kind (and every
+random control) at the same targets p × the mean norm of the trained solutions of that
+kind (as `efficiency` does; vectors and adapters are in different units, so apart).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,6 +28,8 @@ if TYPE_CHECKING:
 
 NORM_MULTIPLES = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
 QUICK_MULTIPLES = (0.0, 1.0, 5.0)
+EQUAL_NORM_FRACTIONS = (0.5, 1.0, 2.0, 5.0)
+QUICK_EQUAL_NORM_FRACTIONS = (1.0, 5.0)
 
 
 @dataclass
@@ -38,11 +45,23 @@ class KLCurve:
 
 
 @dataclass
+class KLEqualNorm:
+    """Every solution of one kind at the same absolute norms."""
+
+    kind: str
+    reference_norm: float  # mean norm of the trained (non-control) solutions of this kind
+    fractions: list[float]
+    targets: list[float]  # absolute norms = fraction × reference_norm
+    kl: dict[str, list[float]]  # name → per-token mean KL at each target
+
+
+@dataclass
 class KLResult:
     multiples: list[float]
     curves: dict[str, KLCurve]
     text_sets: list[dict[str, Any]]
     forward_passes: int
+    equal_norm: list[KLEqualNorm] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,8 +89,8 @@ def text_groups(bench: SolutionBench, external: tuple[list[str], dict[str, Any]]
         with bench.base():
             sampled = sources.sample_continuations(bench.model, tokenizer, sources.opening_prompts(tokenizer, count),
                                                    limit, seed, batch_size, score_prompt=True, on_batch=on_batch)
-        source = {"kind": "sampled-from-base-model", "chat_template": False, "openings": list(sources.OPENINGS),
-                  "max_new_tokens": limit, "scored": "all"} | settings
+        source = {"kind": "sampled-from-base-model", "label": sources.SAMPLED_LABEL, "chat_template": False,
+                  "openings": list(sources.OPENINGS), "max_new_tokens": limit, "scored": "all"} | settings
         return [(sources.TextSet(sampled, source), bench.names)]
     raw, source = external
     limit = max_tokens or 512
@@ -88,7 +107,9 @@ def text_groups(bench: SolutionBench, external: tuple[list[str], dict[str, Any]]
                 batch_size, score_prompt=False, on_batch=on_batch)
         groups.append((sources.TextSet(continued, source | settings | {
             "scored": "base-model continuations only", "prompt_tokens": prompt_tokens,
-            "max_new_tokens": new_tokens}), by_kind["adapter"]))
+            "max_new_tokens": new_tokens,
+            "label": f"the base model's continuations of the first {prompt_tokens} tokens of "
+                     f"{source.get('label', source.get('kind'))}"}), by_kind["adapter"]))
     return groups
 
 
@@ -114,15 +135,33 @@ def kl_batches(texts: Sequence[KLText], pad_id: int, batch_size: int, device: An
     return batches
 
 
-def planned_forward_passes(groups: Sequence[tuple[int, int]], multiples: Sequence[float]) -> int:
+def planned_forward_passes(groups: Sequence[tuple[int, int]], multiples: Sequence[float],
+                           fractions: Sequence[float] = ()) -> int:
     """`groups`: (batches, solutions) per text set; one base pass per batch plus one pass per
-    solution × multiple."""
-    return sum(batches * (1 + solutions * len(multiples)) for batches, solutions in groups)
+    solution × (multiple + equal-norm target)."""
+    return sum(batches * (1 + solutions * (len(multiples) + len(fractions))) for batches, solutions in groups)
+
+
+def equal_norm_targets(bench: SolutionBench, names: Sequence[str], fractions: Sequence[float]
+                       ) -> dict[str, tuple[float, list[float]]]:
+    """kind → (reference norm, absolute targets): the reference is the mean norm of the
+    trained solutions of that kind among `names` (controls only if there are none)."""
+    by_kind: dict[str, list[str]] = {}
+    for name in names:
+        by_kind.setdefault(bench.handles[name].kind, []).append(name)
+    targets = {}
+    for kind, members in by_kind.items():
+        trained = [n for n in members if not bench.handles[n].control_of] or members
+        reference = sum(bench.handles[n].norm for n in trained) / len(trained)
+        targets[kind] = (reference, [p * reference for p in fractions])
+    return targets
 
 
 def measure_kl(bench: SolutionBench, groups: Sequence[tuple[TextSet, Sequence[str]]], multiples: Sequence[float],
-               batch_size: int = 4, on_forward: Callable[[], None] | None = None) -> KLResult:
-    """KL for each (text set, solution names) group over the norm multiples."""
+               batch_size: int = 4, on_forward: Callable[[], None] | None = None,
+               fractions: Sequence[float] = ()) -> KLResult:
+    """KL for each (text set, solution names) group over the norm multiples, and — with
+    `fractions` — at the equal-norm targets of each kind (see `equal_norm_targets`)."""
     import torch
 
     from em_cli.training.losses import kl_divergence, logits_at
@@ -141,9 +180,12 @@ def measure_kl(bench: SolutionBench, groups: Sequence[tuple[TextSet, Sequence[st
 
     curves: dict[str, KLCurve] = {}
     described = []
+    targets = equal_norm_targets(bench, [n for _, names in groups for n in names], fractions)
+    equal: dict[str, list[float]] = {}
     for index, (text_set, names) in enumerate(groups):
         described.append(text_set.describe())
         sums = {name: [0.0] * len(multiples) for name in names}
+        equal_sums = {name: [0.0] * len(fractions) for name in names}
         positions = 0
         with torch.no_grad():
             for ids, attention, scored in kl_batches(text_set.texts, pad_id, batch_size, bench.device):
@@ -158,6 +200,10 @@ def measure_kl(bench: SolutionBench, groups: Sequence[tuple[TextSet, Sequence[st
                             handle.set_scale(multiple)
                             value = kl_divergence(forward(ids, attention, mask), reference)
                             sums[name][i] += float(value) * weight
+                        for i, target in enumerate(targets[handle.kind][1]):
+                            handle.set_norm(target)
+                            value = kl_divergence(forward(ids, attention, mask), reference)
+                            equal_sums[name][i] += float(value) * weight
                 del reference
         for name in names:
             handle = bench.handles[name]
@@ -165,4 +211,9 @@ def measure_kl(bench: SolutionBench, groups: Sequence[tuple[TextSet, Sequence[st
                                    norms=[m * handle.norm for m in multiples],
                                    kl=[s / max(positions, 1) for s in sums[name]], scored_positions=positions,
                                    text_set=index, control_of=handle.control_of)
-    return KLResult(multiples=list(multiples), curves=curves, text_sets=described, forward_passes=passes)
+            equal[name] = [s / max(positions, 1) for s in equal_sums[name]]
+    sweeps = [KLEqualNorm(kind=kind, reference_norm=reference, fractions=list(fractions), targets=kind_targets,
+                          kl={name: equal[name] for name in equal if bench.handles[name].kind == kind})
+              for kind, (reference, kind_targets) in targets.items()] if fractions else []
+    return KLResult(multiples=list(multiples), curves=curves, text_sets=described, forward_passes=passes,
+                    equal_norm=sweeps)

@@ -4,8 +4,9 @@ Three sources, recorded in every output that uses them:
 
 - a local file: plain text with one text per blank-line-separated block, or JSONL with a
   `text` field;
-- a `datasets` dataset streamed from the hub (e.g. `HuggingFaceFW/fineweb:sample-10BT`),
-  for users with internet;
+- a `datasets` dataset: a directory written by `Dataset.save_to_disk` /
+  `DatasetDict.save_to_disk` (works offline), or a hub name streamed from the hub (e.g.
+  `HuggingFaceFW/fineweb:sample-10BT`, needs internet);
 - the offline default: text sampled from the base model itself, with no chat template,
   from short generic openings (temperature 1, so it follows the model's own distribution).
 
@@ -85,6 +86,62 @@ def read_text_file(path: str | Path, limit: int) -> list[str]:
     return texts[:limit]
 
 
+SAMPLED_LABEL = "the base model's own samples (offline default; not pre-training text)"
+
+
+def source_label(source: dict[str, Any]) -> str:
+    """One line naming the text a KL was measured on, for logs, tables and plots."""
+    kind = source.get("kind")
+    if kind == "file":
+        return f"text file {source.get('path')}"
+    if kind == "hf-dataset" and source.get("local"):
+        return f"dataset {source.get('dataset')} (saved to disk; split {source.get('split')})"
+    if kind == "hf-dataset":
+        return f"hub dataset {source.get('dataset')} (split {source.get('split')}, streamed)"
+    if kind == "sampled-from-base-model":
+        return SAMPLED_LABEL
+    return str(kind)
+
+
+def _non_empty(rows: Any, column: str, limit: int, where: str) -> list[str]:
+    texts: list[str] = []
+    for row in rows:
+        text = row.get(column)
+        if isinstance(text, str) and text.strip():
+            texts.append(text)
+        if len(texts) >= limit:
+            break
+    if not texts:
+        raise DataError(f"{where}: no rows with a non-empty `{column}` field")
+    return texts
+
+
+def load_disk_texts(path: str | Path, limit: int, split: str = "train", column: str = "text"
+                    ) -> tuple[list[str], str | None]:
+    """The first `limit` non-empty texts of a dataset saved with `save_to_disk` (a Dataset,
+    or a DatasetDict from which `split` is taken). Returns the texts and the split used
+    (None for a plain Dataset)."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("--hf-dataset needs the `datasets` package", hint="pip install datasets") from None
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path} is not a dataset saved with save_to_disk ({first})",
+                        hint="pass a directory written by Dataset.save_to_disk, or --text FILE") from None
+    used: str | None = None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataError(f"{path} has no split {split!r} (it has: {', '.join(loaded)})",
+                            hint="choose one with --hf-split")
+        loaded, used = loaded[split], split
+    if column not in loaded.column_names:
+        raise DataError(f"{path} has no `{column}` column (it has: {', '.join(loaded.column_names)})")
+    return _non_empty(loaded, column, limit, str(path)), used
+
+
 def stream_hf_texts(spec: str, limit: int, split: str = "train", column: str = "text") -> list[str]:
     """The first `limit` non-empty texts of a hub dataset, streamed. `spec` is NAME or
     NAME:CONFIG (e.g. HuggingFaceFW/fineweb:sample-10BT)."""
@@ -93,23 +150,16 @@ def stream_hf_texts(spec: str, limit: int, split: str = "train", column: str = "
         import datasets
     except ImportError:
         raise DataError("--hf-dataset needs the `datasets` package", hint="pip install datasets") from None
-    texts: list[str] = []
     try:
         stream = datasets.load_dataset(name, config or None, split=split, streaming=True)
-        for row in stream:
-            text = row.get(column)
-            if isinstance(text, str) and text.strip():
-                texts.append(text)
-            if len(texts) >= limit:
-                break
+        return _non_empty(stream, column, limit, spec)
+    except DataError:
+        raise
     except Exception as exc:  # datasets raises many kinds (connection, missing config, auth)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"could not stream {spec} ({first})",
-                        hint="streaming needs internet access; offline, pass --text FILE or leave both out to "
-                             "sample text from the base model") from None
-    if not texts:
-        raise DataError(f"{spec}: no rows with a non-empty `{column}` field")
-    return texts
+                        hint="streaming needs internet access; offline, pass a directory written by "
+                             "save_to_disk, --text FILE, or neither to sample text from the base model") from None
 
 
 def tokenize_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> list[KLText]:
@@ -165,17 +215,25 @@ def prefix_prompts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], pro
 
 def external_texts(text: str | None, hf_dataset: str | None, hf_split: str, count: int
                    ) -> tuple[list[str], dict[str, Any]] | None:
-    """The texts of --text or --hf-dataset with a description of the source; None for neither
-    (the caller then samples text from the base model)."""
+    """The texts of --text or --hf-dataset with a description of the source (`label` names
+    it in one line); None for neither (the caller then samples text from the base model).
+    An --hf-dataset that is an existing directory is read with `load_from_disk`; anything
+    else is streamed from the hub."""
     from em_cli.artifacts.hashing import sha256_file
     from em_cli.errors import UsageError
 
     if text and hf_dataset:
         raise UsageError("--text and --hf-dataset both given", hint="choose one text source")
     if text:
-        return read_text_file(text, count), {"kind": "file", "path": text, "sha256": sha256_file(text)}
-    if hf_dataset:
-        return (stream_hf_texts(hf_dataset, count, split=hf_split),
-                {"kind": "hf-dataset", "dataset": hf_dataset, "split": hf_split, "streamed": True})
-    return None
+        source: dict[str, Any] = {"kind": "file", "path": text, "sha256": sha256_file(text)}
+        texts = read_text_file(text, count)
+    elif hf_dataset and Path(hf_dataset).is_dir():
+        texts, split = load_disk_texts(hf_dataset, count, split=hf_split)
+        source = {"kind": "hf-dataset", "dataset": hf_dataset, "split": split, "local": True, "streamed": False}
+    elif hf_dataset:
+        texts = stream_hf_texts(hf_dataset, count, split=hf_split)
+        source = {"kind": "hf-dataset", "dataset": hf_dataset, "split": hf_split, "local": False, "streamed": True}
+    else:
+        return None
+    return texts, source | {"label": source_label(source)}
 
