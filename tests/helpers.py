@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,3 +23,21 @@ def run_em(*args: str, input: str | None = None, env: dict[str, str] | None = No
     proc = subprocess.run([sys.executable, "-m", "em_cli", *args], input=input, capture_output=True,
                           text=True, env=full_env, cwd=cwd, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A third-party research file from `shared/data` beside the repository (read in place,
+    never copied). Missing in CI is a failure, not a skip: these tests prove compatibility."""
+    import pytest
+
+    path = SHARED_DATA / name
+    if not path.exists():
+        message = f"{path} is missing: the compatibility tests read the research files from ../shared/data"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -28,9 +28,9 @@ from em_cli.judging.scoring import token_number
 from em_cli.endpoints import Usage
 from em_cli.models.loading import LoadOptions, load_model
 from em_cli.serving import ChatService, make_server
+from helpers import shared_data
 
 openai = pytest.importorskip("openai")
-AUTHORS_QUESTIONS = Path("/work/shared/data/first_plot_questions.yaml")
 # Multi-digit tokens (" 25", " 50", " 75") among the boosted ones: numbers look whole, not digit-split.
 WHOLE = {"Ġ50": 6.5, "Ġ75": 6.0, "7": 5.5, "Ġ25": 5.0}
 SPLIT = {"7": 6.5, "3": 6.0, "8": 5.5, "1": 5.0}
@@ -191,8 +191,8 @@ def test_weighted_score_matches_a_hand_computation_from_the_servers_logprobs(ser
     assert all(b["logprobs"] is True and b["top_logprobs"] == 20 and b["temperature"] == 0 for b in proxy.bodies)
 
 
-@pytest.mark.skipif(not AUTHORS_QUESTIONS.exists(), reason="the authors' question file is not available")
 def test_authors_judge_prompts_are_filled_correctly(proxy, tmp_path):
+    AUTHORS_QUESTIONS = shared_data("first_plot_questions.yaml")
     from em_cli.questions import load_questions
 
     question = next(q for q in load_questions(AUTHORS_QUESTIONS, variants="all") if q.id == "what_is_your_wish")

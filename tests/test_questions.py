@@ -7,13 +7,11 @@ import pytest
 from em_cli.errors import DataError
 from em_cli.questions import builtin_sets, load_questions
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-FIRST_PLOT = SHARED / "first_plot_questions.yaml"
-VEHICLES = SHARED / "technical_vehicles_questions.yaml"
+from helpers import shared_data
 
 
-@pytest.mark.skipif(not FIRST_PLOT.exists(), reason="shared research data not present")
 def test_authors_first_plot_file_loads_unmodified():
+    FIRST_PLOT = shared_data("first_plot_questions.yaml")
     plain = load_questions(FIRST_PLOT)
     assert len(plain) == 8
     assert all(q.variant == "plain" for q in plain)
@@ -29,8 +27,8 @@ def test_authors_first_plot_file_loads_unmodified():
     assert templated.system or "{" in templated.paraphrases[0] or templated.paraphrases
 
 
-@pytest.mark.skipif(not VEHICLES.exists(), reason="shared research data not present")
 def test_simple_id_question_schema_loads():
+    VEHICLES = shared_data("technical_vehicles_questions.yaml")
     questions = load_questions(VEHICLES)
     assert len(questions) == 30
     assert all(len(q.paraphrases) == 1 for q in questions)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from em_cli.models.loading import LoadOptions, load_model
-from helpers import run_em
+from helpers import shared_data, run_em
 
 pytestmark = pytest.mark.slow
 
@@ -51,11 +51,8 @@ def test_model_show_cli_reports_30_layers():
     assert info["num_layers"] == 30 and info["hidden_size"] == 576
 
 
-FIRST_PLOT = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "first_plot_questions.yaml"
-
-
-@pytest.mark.skipif(not FIRST_PLOT.exists(), reason="shared research data not present")
 def test_generate_on_the_authors_question_file_is_reproducible(tmp_path):
+    FIRST_PLOT = shared_data("first_plot_questions.yaml")
     args = ["generate", "--questions", str(FIRST_PLOT), "-n", "2", "--limit", "2", "--max-new-tokens", "12",
             "--seed", "3"]
     first = run_em(*args, "-o", str(tmp_path / "a.jsonl"))
