@@ -9,13 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from em_cli.artifacts.tensors import TensorFile
-from em_cli.errors import UsageError
+from em_cli.errors import DataError, Interrupted, UsageError
 from em_cli.models.loading import LoadOptions, load_model
 from em_cli.training.config import FinetuneConfig
 from em_cli.training.data import KLBatches, encode_chat_file
 from em_cli.training.run import run_finetune
 from em_cli.training.solutions import attach
-from em_cli.training.trainer import EarlyStopOnLowLoss
+from em_cli.training.trainer import EarlyStopOnLowLoss, EmTrainer
 from helpers import run_em
 
 
@@ -130,27 +130,58 @@ def test_vector_run_writes_a_vector_file(tiny_llama, data, tmp_path):
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_llama, data, tmp_path):
-    full = run_finetune(_config(tiny_llama, data, tmp_path / "full", kl_data=str(data[1]), kl_weight=0.5,
-                                max_steps=6))
+    """Ctrl-C after the first step (long before the first regular checkpoint) leaves a
+    checkpoint of that step, and --resume from it ends where an uninterrupted run ends."""
+    settings = dict(kl_data=str(data[1]), kl_weight=0.5, max_steps=4, save_steps=3, dropout=0.1)
+    full = run_finetune(_config(tiny_llama, data, tmp_path / "full", **settings))
 
     def interrupt(step, total, logs):
-        if step == 3:
+        if step == 1:
             raise KeyboardInterrupt
 
-    config = _config(tiny_llama, data, tmp_path / "cut", kl_data=str(data[1]), kl_weight=0.5, max_steps=6)
-    with pytest.raises(KeyboardInterrupt):
+    config = _config(tiny_llama, data, tmp_path / "cut", **settings)
+    with pytest.raises(Interrupted) as caught:
         run_finetune(config, report=interrupt)
+    assert "step 1" in caught.value.message and "--resume" in caught.value.hint
+    assert (tmp_path / "cut" / "checkpoints" / "checkpoint-1" / "trainer_state.json").exists()
     assert not (tmp_path / "cut" / "adapter").exists()
+    logged = [json.loads(line) for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert logged == [] or all(entry["step"] <= 1 for entry in logged)
     with pytest.raises(UsageError, match="already holds a run"):
         run_finetune(config)
     resumed = run_finetune(config, resume=True)
-    assert resumed.resumed_from.endswith("checkpoint-2")
+    assert resumed.resumed_from.endswith("checkpoint-1")
     a = load_file(str(tmp_path / "full" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     assert resumed.final_kl_loss == pytest.approx(full.final_kl_loss, rel=1e-4)
+    assert resumed.eval_loss == pytest.approx(full.eval_loss, rel=1e-5)
+    steps = [entry["step"] for entry in map(json.loads, (tmp_path / "cut" / "log.jsonl").read_text().splitlines())
+             if "sft_loss" in entry]
+    assert steps == [2, 3, 4]  # step 1's entry was never logged: Ctrl-C came first
+
+
+def test_interrupt_before_the_first_step_offers_no_resume(tiny_llama, data, tmp_path):
+    def interrupt(step, total, logs):
+        raise KeyboardInterrupt
+
+    config = _config(tiny_llama, data, tmp_path / "run", max_steps=2)
+    original = EmTrainer.training_step
+
+    def failing_step(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    EmTrainer.training_step = failing_step
+    try:
+        with pytest.raises(Interrupted) as caught:
+            run_finetune(config, report=interrupt)
+    finally:
+        EmTrainer.training_step = original
+    assert "before any checkpoint" in caught.value.message and "without --resume" in caught.value.hint
+    result = run_finetune(config)  # nothing to resume: a plain re-run starts over
+    assert result.steps == 2 and result.resumed_from is None
 
 
 def test_resume_with_other_settings_is_refused(tiny_llama, data, tmp_path):
@@ -206,10 +237,12 @@ def test_authors_kl_units_divide_by_vocab():
 
 def test_cli_summary_json_and_config_file(tiny_llama, data, tmp_path):
     config = tmp_path / "ft.yaml"
-    config.write_text(f"model: {tiny_llama}\nmax_steps: 1\nlr: 0.001\n")
+    config.write_text(f"model: {tiny_llama}\nmax_steps: 1\nlr: 0.001\nfoo: 1\nbar_baz: 2\n")
     result = run_em("finetune", str(data[0]), "-o", str(tmp_path / "run"), "--config", str(config))
-    assert result.code == 2 and "unknown option 'lr'" in result.stderr
-    config.write_text(f"model: {tiny_llama}\nmax_steps: 1\nlearning_rate: 0.001\nbatch_size: 2\n")
+    assert result.code == 2 and "unknown options 'foo', 'bar_baz'" in result.stderr
+    hint = result.stderr.split("Hint:")[1]
+    assert "json_" not in hint and "learning-rate" in hint and "json" in hint
+    config.write_text(f"model: {tiny_llama}\nmax-steps: 1\nlr: 0.001\nbatch-size: 2\n")
     result = run_em("finetune", str(data[0]), "-o", str(tmp_path / "run"), "--config", str(config), "--json",
                     "--grad-accum", "1")
     assert result.code == 0, result.stderr
@@ -246,3 +279,104 @@ def test_selected_position_losses_match_full_logits(tiny_llama, data, tmp_path):
         pol = logits_at(solution.model, batch["input_ids"], batch["attention_mask"], mask)
         assert float(kl_divergence(pol, ref)) == pytest.approx(float(kl_to_reference(pol_full, ref_full, mask)),
                                                                rel=1e-4)
+
+
+def test_init_from_a_vector_run_keeps_its_layer_and_refuses_adapter_options(tiny_llama, data, tmp_path):
+    run_finetune(_config(tiny_llama, data, tmp_path / "vec", method="vector", layers="3", alpha=4.0, max_steps=1))
+    result = run_finetune(_config(tiny_llama, data, tmp_path / "more", init_from=str(tmp_path / "vec"),
+                                  max_steps=1, learning_rate=1e-9))
+    assert result.method == "vector"  # inherited, not the lora default
+    vector = TensorFile.load(result.artifact, kind="vector")
+    assert vector.layers == [3] and float(vector.extra["alpha"]) == 4.0
+    torch.testing.assert_close(vector.layer(3), TensorFile.load(tmp_path / "vec" / "vector.safetensors").layer(3),
+                               rtol=1e-4, atol=1e-6)
+    with pytest.raises(UsageError, match="steering vector"):
+        run_finetune(_config(tiny_llama, data, tmp_path / "bad", init_from=str(tmp_path / "vec"), rank=4))
+    with pytest.raises(UsageError, match="--method lora cannot start from"):
+        run_finetune(_config(tiny_llama, data, tmp_path / "bad", init_from=str(tmp_path / "vec"), method="lora"))
+
+
+def test_init_from_an_adapter_inherits_its_shape_and_refuses_another(tiny_llama, data, tmp_path):
+    run_finetune(_config(tiny_llama, data, tmp_path / "r1", method="rank1", layers="2", max_steps=1))
+    config = _config(tiny_llama, data, tmp_path / "more", init_from=str(tmp_path / "r1"), max_steps=1)
+    result = run_finetune(config)
+    saved = (tmp_path / "more" / "config.yaml").read_text()
+    assert result.method == "rank1" and "layers: '2'" in saved and "rank: 1" in saved
+    with pytest.raises(UsageError, match="--rank 8"):
+        run_finetune(_config(tiny_llama, data, tmp_path / "bad", init_from=str(tmp_path / "r1"), rank=8))
+    with pytest.raises(UsageError, match="adapts layers"):
+        run_finetune(_config(tiny_llama, data, tmp_path / "bad", init_from=str(tmp_path / "r1"), layers="1"))
+
+
+def test_full_finetune_in_bf16_keeps_float32_master_weights(tiny_llama, data, tmp_path):
+    """At lr 2e-5 a bf16 weight (spacing ~1e-4 near 0.02) would not move; the fp32 master does."""
+    from safetensors.torch import load_file as load
+
+    result = run_finetune(_config(tiny_llama, data, tmp_path / "full", method="full", dtype="bfloat16",
+                                  learning_rate=2e-5, max_steps=2, eval_fraction=0.0))
+    assert result.weights_dtype == "float32" and result.compute_dtype == "bfloat16"
+    before = load(str(tiny_llama / "model.safetensors"))
+    after = load(f"{result.artifact}/model.safetensors")
+    key = "model.layers.0.mlp.down_proj.weight"
+    assert after[key].dtype == torch.float32
+    changed = (after[key] != before[key].float()).float().mean()
+    assert changed > 0.9
+    # The same step size applied to bf16 weights would leave most of them unchanged.
+    rounded = (before[key].bfloat16() + (after[key] - before[key].float()).bfloat16()) != before[key].bfloat16()
+    assert rounded.float().mean() < changed
+
+
+def test_summary_records_split_truncation_and_plan(tiny_llama, data, tmp_path):
+    long = tmp_path / "long.jsonl"
+    long.write_text(data[0].read_text() + json.dumps(
+        {"messages": [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]}) + "\n")
+    result = run_finetune(_config(tiny_llama, (long, data[1]), tmp_path / "run", max_steps=2, save_steps=None,
+                                  max_length=64))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["eval_rows"] == 1 and len(summary["eval_lines"]) == 1 and summary["eval_loss"] > 0
+    assert summary["train_rows"] + summary["eval_rows"] + sum(summary["dropped"].values()) == 13
+    assert summary["truncated"]["train"] + summary["truncated"]["eval"] == 1
+    assert summary["planned_steps"] == 2 and summary["save_steps"] == 1
+    entries = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in entries if "sft_loss" in e] == [1, 2]
+    assert [e["step"] for e in entries if "eval_loss" in e] == [1, 2]
+    assert result.eval_loss == summary["eval_loss"]
+
+
+def test_token_weighted_accumulation_matches_one_big_batch(tiny_llama, data, tmp_path):
+    """Two micro-batches of 1 row accumulate to the gradient of one batch of 2 rows: each
+    answer token weighs the same whichever micro-batch holds it."""
+    one = run_finetune(_config(tiny_llama, data, tmp_path / "one", max_steps=1, batch_size=2, grad_accum=1,
+                               eval_fraction=0.0, optimizer="sgd", learning_rate=0.5))
+    two = run_finetune(_config(tiny_llama, data, tmp_path / "two", max_steps=1, batch_size=1, grad_accum=2,
+                               eval_fraction=0.0, optimizer="sgd", learning_rate=0.5))
+    a = load_file(f"{one.artifact}/adapter_model.safetensors")
+    b = load_file(f"{two.artifact}/adapter_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"prompt": "a", "completion": "b"}\n', "em dataset convert"),
+    ('{"messages": [{"role": "user", "content": "hi"}]}\n', "no assistant turn"),
+])
+def test_bad_data_is_refused_before_the_model_loads(tmp_path, content, message):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError) as caught:  # the model does not exist: loading would fail first
+        run_finetune(FinetuneConfig(data=str(path), output=str(tmp_path / "run"), model=str(tmp_path / "nope")))
+    assert message in f"{caught.value.message} {caught.value.hint}"
+    if "convert" in message:
+        assert f"em dataset convert {path} -o rows.chat.jsonl" in caught.value.hint
+
+
+def test_cli_refuses_csv_with_the_convert_command_and_prints_plain_progress(tiny_llama, data, tmp_path):
+    csv = tmp_path / "rows.csv"
+    csv.write_text("prompt,completion\na,b\n")
+    result = run_em("finetune", str(csv), "-o", str(tmp_path / "x"), "-m", str(tiny_llama))
+    assert result.code == 1 and f"em dataset convert {csv} -o rows.jsonl" in result.stderr
+    result = run_em("finetune", str(data[0]), "-o", str(tmp_path / "run"), "-m", str(tiny_llama), "--max-steps", "2",
+                    "--grad-accum", "1", "--eval-fraction", "0")
+    assert result.code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"] and "loss" in lines[0]

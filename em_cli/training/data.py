@@ -28,20 +28,67 @@ class Example:
 class EncodedSet:
     examples: list[Example]
     dropped: int  # rows with no assistant token left after truncation
-    truncated: int
+    truncated: int  # rows cut to max_length (dropped ones included)
 
 
-def encode_chat_file(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: int,
-                     stop_ids: set[int], limit: int | None = None) -> EncodedSet:
-    """Read a chat JSONL and encode each conversation; labels are the assistant tokens."""
-    examples, dropped, truncated = [], 0, 0
+@dataclass
+class ChatRow:
+    line: int  # 1-based line number in the file
+    messages: list[dict[str, Any]]
+
+
+# Problems em dataset validate reports that do not stop a conversation from training.
+_HARMLESS = ("duplicate", "empty content", "last turn is")
+_NOT_JSONL = {".csv", ".tsv", ".parquet", ".arrow"}
+
+
+def read_chat_file(path: str | Path, role: str = "training data") -> list[ChatRow]:
+    """The conversations of a chat JSONL, checked before any model is loaded: every row needs
+    `messages` with an assistant turn. Prompt/completion rows and CSV or parquet files are
+    refused with the `em dataset convert` command that turns them into chat JSONL."""
+    path_text = str(path)
+    suffix = Path(path_text).suffix.lower()
+    target = Path(path_text).with_suffix(".chat.jsonl" if suffix == ".jsonl" else ".jsonl").name
+    convert = f"em dataset convert {path_text} -o {target}"
+    if suffix in _NOT_JSONL and Path(path_text).exists():
+        raise DataError(f"{path_text}: em finetune reads chat JSONL ({role}), not {suffix[1:]}",
+                        hint=f"convert it first: {convert}")
+    from em_cli.datasets.validation import check_record
+
+    rows: list[ChatRow] = []
     for number, record in iter_jsonl(path):
-        messages = record.get("messages")
-        if not isinstance(messages, list) or not any(
-                isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
-            raise DataError(f"{path}:{number}: expected `messages` with an assistant turn",
-                            hint="check the file with: em dataset validate FILE")
-        encoded = encode_conversation(tokenizer, messages, stop_ids)
+        if "messages" not in record and ("prompt" in record or "completion" in record):
+            raise DataError(f"{path_text}:{number}: prompt/completion rows; em finetune reads chat rows "
+                            "(`messages`)", hint=f"convert the file first: {convert}")
+        problems = [p for p in check_record(record) if not p.startswith(_HARMLESS)]
+        if problems:
+            raise DataError(f"{path_text}:{number}: {problems[0]} ({role})",
+                            hint=f"check the whole file with: em dataset validate {path_text}")
+        rows.append(ChatRow(number, record["messages"]))
+    if not rows:
+        raise DataError(f"{path_text}: no conversations ({role})", hint="the file is empty")
+    return rows
+
+
+def split_rows(rows: Sequence[ChatRow], fraction: float, seed: int) -> tuple[list[ChatRow], list[ChatRow]]:
+    """(train, held out): a seeded `fraction` of the rows held out (at least one when fraction
+    > 0 and at least one row remains for training), each part in file order."""
+    import random
+
+    held = min(len(rows) - 1, max(1, round(len(rows) * fraction))) if fraction > 0 else 0
+    chosen = set(random.Random(seed).sample(range(len(rows)), held)) if held > 0 else set()
+    return ([r for i, r in enumerate(rows) if i not in chosen], [r for i, r in enumerate(rows) if i in chosen])
+
+
+def encode_rows(rows: Sequence[ChatRow], tokenizer: PreTrainedTokenizerBase, max_length: int,
+                stop_ids: set[int], positions: str = "assistant", name: str = "data",
+                limit: int | None = None) -> EncodedSet:
+    """Encode conversations. Labels are the assistant tokens (`positions="assistant"`) or every
+    token (`"all"`, the authors' steering-vector loss); rows whose labels are all cut by
+    `max_length` are dropped."""
+    examples, dropped, truncated = [], 0, 0
+    for row in rows:
+        encoded = encode_conversation(tokenizer, row.messages, stop_ids)
         ids, mask = encoded.input_ids, encoded.assistant_mask
         if len(ids) > max_length:
             ids, mask = ids[:max_length], mask[:max_length]
@@ -49,12 +96,21 @@ def encode_chat_file(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_l
         if not any(mask):
             dropped += 1
             continue
+        if positions == "all":
+            mask = [True] * len(ids)
         examples.append(Example(ids, [t if m else IGNORE for t, m in zip(ids, mask, strict=True)]))
         if limit and len(examples) >= limit:
             break
-    if not examples:
-        raise DataError(f"{path}: no usable conversations (empty file, or every answer cut by --max-length)")
+    if rows and not examples:
+        raise DataError(f"{name}: no usable conversations (every answer cut by --max-length {max_length})",
+                        hint="raise --max-length")
     return EncodedSet(examples, dropped, truncated)
+
+
+def encode_chat_file(path: str | Path, tokenizer: PreTrainedTokenizerBase, max_length: int,
+                     stop_ids: set[int], limit: int | None = None, positions: str = "assistant") -> EncodedSet:
+    """Read a chat JSONL and encode each conversation; labels are the assistant tokens."""
+    return encode_rows(read_chat_file(path), tokenizer, max_length, stop_ids, positions, str(path), limit)
 
 
 class ExampleDataset:

@@ -4,10 +4,17 @@ Both need next-token distributions at only some positions (those that predict an
 tokens, or the KL positions). `logits_at` runs the decoder trunk once and applies the
 output head to just those positions, instead of materialising [batch, seq, vocab] logits —
 with a 50k vocabulary that tensor (and its softmax) dominates CPU training time.
+
+Some models do more than apply the head: Cohere multiplies the logits by `logit_scale`,
+Granite divides them by `logits_scaling`. So the shortcut is checked once per model against
+the model's own forward (`logits_path`); where they differ, logits come from the model's own
+forward, restricted to the needed sequence columns.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from typing import TYPE_CHECKING, Any
 
 from em_cli.models.layers import unwrap
@@ -15,6 +22,10 @@ from em_cli.training.data import IGNORE
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
+SPARSE, OWN = "sparse", "model"
+_announced: set[str] = set()
 
 
 def predicts_assistant(labels: torch.Tensor) -> torch.Tensor:
@@ -28,10 +39,70 @@ def predicts_assistant(labels: torch.Tensor) -> torch.Tensor:
 
 def logits_at(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
               positions: torch.Tensor) -> torch.Tensor:
-    """Float32 next-token logits [n_selected, vocab] at the `positions` ([batch, seq] bool)."""
+    """Float32 next-token logits [n_selected, vocab] at the `positions` ([batch, seq] bool),
+    equal to the model's own forward logits there."""
+    causal = unwrap(model)
+    if logits_path(causal) == OWN:
+        return _own_logits_at(causal, input_ids, attention_mask, positions)
+    return _sparse_logits_at(causal, input_ids, attention_mask, positions)
+
+
+def logits_path(model: Any) -> str:
+    """SPARSE when the output head applied to selected hidden states reproduces the model's own
+    logits, else OWN. Checked once per model (on a few tokens, in eval mode) and remembered."""
+    causal = unwrap(model)
+    path = getattr(causal, "_em_logits_path", None)
+    if path is None:
+        path = SPARSE if _sparse_matches_own(causal) else OWN
+        causal._em_logits_path = path
+        name = type(causal).__name__
+        if path == OWN and name not in _announced:
+            _announced.add(name)
+            log.info("%s post-processes its logits in its own forward (e.g. a logit scale); em computes "
+                     "losses through the model's own forward for it (slower)", name)
+    return path
+
+
+def _sparse_matches_own(causal: Any) -> bool:
     import torch
 
-    causal = unwrap(model)
+    device = next(causal.parameters()).device
+    vocab = causal.config.get_text_config().vocab_size
+    ids = ((torch.arange(8, device=device) * 7919 + 11) % vocab).unsqueeze(0)
+    mask = torch.ones_like(ids)
+    everywhere = torch.ones_like(ids, dtype=torch.bool)
+    was_training = causal.training
+    causal.eval()
+    try:
+        with torch.no_grad():
+            own = causal(input_ids=ids, attention_mask=mask).logits[0].float()
+            sparse = _sparse_logits_at(causal, ids, mask, everywhere)
+    finally:
+        causal.train(was_training)
+    # Same arithmetic either way, but half-precision matmuls of other shapes may round differently.
+    tolerance = 1e-4 if own.dtype == torch.float32 and _compute_dtype(causal) == torch.float32 else 2e-2
+    return bool((own - sparse).abs().max() <= tolerance * max(float(own.abs().max()), 1.0))
+
+
+def _compute_dtype(causal: Any) -> Any:
+    return next(causal.parameters()).dtype
+
+
+def _own_logits_at(causal: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   positions: torch.Tensor) -> torch.Tensor:
+    """The model's own forward, with logits only for the sequence columns that are needed."""
+    columns = positions.any(dim=0).nonzero().squeeze(-1)
+    if "logits_to_keep" in inspect.signature(causal.forward).parameters:
+        logits = causal(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=columns).logits
+    else:
+        logits = causal(input_ids=input_ids, attention_mask=attention_mask).logits[:, columns]
+    return logits[positions[:, columns]].float()
+
+
+def _sparse_logits_at(causal: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      positions: torch.Tensor) -> torch.Tensor:
+    import torch
+
     trunk, head = causal.get_decoder(), causal.get_output_embeddings()
     hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     logits = head(hidden[positions]).float()
@@ -43,13 +114,20 @@ def logits_at(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 def assistant_cross_entropy(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy over the assistant tokens of a padded batch."""
+    total, count = cross_entropy_sum(model, batch)
+    return total / count
+
+
+def cross_entropy_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the labelled tokens of a padded batch, and how
+    many tokens that is (so that losses can be pooled over tokens across batches)."""
     import torch.nn.functional as F
 
     labels = batch["labels"]
     positions = predicts_assistant(labels)
     logits = logits_at(model, batch["input_ids"], batch["attention_mask"], positions)
     targets = labels[:, 1:][positions[:, :-1]]
-    return F.cross_entropy(logits, targets)
+    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
 
 
 def kl_positions_mask(attention_mask: torch.Tensor, labels: torch.Tensor, positions: str) -> torch.Tensor:

@@ -7,6 +7,7 @@ the same model with the solution disabled — no second copy), and save/load its
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from em_cli.artifacts.tensors import TensorFile, layer_key
 from em_cli.errors import ModelError, UsageError
 from em_cli.interventions import AddVector, intervene
 from em_cli.models.layers import decoder_layers
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -161,14 +164,19 @@ def attach(model: torch.nn.Module, config: FinetuneConfig, info: ModelInfo) -> S
         layers = parse_layers(layers_spec, num_layers)
         _check_targets(model, config.target_modules)
         if config.init_from:
-            source = adapter_dir(config.init_from)
-            peft_model = PeftModel.from_pretrained(model, str(source), is_trainable=True)
+            shape = describe_source(config.init_from)
+            if layers != parse_layers(",".join(map(str, shape.layers)) if shape.layers else None, num_layers):
+                raise UsageError(f"--layers {config.layers} cannot apply to the adapter in {config.init_from}, "
+                                 f"which adapts layers {shape.layers}",
+                                 hint="drop --layers: --init-from keeps the adapter's layers")
+            peft_model = PeftModel.from_pretrained(model, str(adapter_dir(config.init_from)), is_trainable=True)
         else:
             lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, bias="none",
                               use_rslora=config.rslora, target_modules=list(config.target_modules),
                               layers_to_transform=None if layers == list(range(num_layers)) else layers,
                               task_type="CAUSAL_LM")
             peft_model = get_peft_model(model, lora)
+        _trainable_in_float32(peft_model)
         return AdapterSolution(kind=config.method, model=peft_model)
     if config.method == "vector":
         layer = parse_layers(config.layers, num_layers)[0] if config.layers else mid_layer(num_layers)
@@ -180,8 +188,15 @@ def attach(model: torch.nn.Module, config: FinetuneConfig, info: ModelInfo) -> S
                                                 dtype=torch.float32))
         if config.init_from:
             loaded = TensorFile.load(vector_file(config.init_from), kind="vector")
+            source = loaded.tensors[layer_key(loaded.layers[0])]
+            if source.numel() != vector.numel():
+                raise UsageError(f"the vector in {config.init_from} has {source.numel()} entries; this model's "
+                                 f"hidden size is {vector.numel()}", hint="start from a run on the same base model")
+            if loaded.layers[0] != layer:
+                log.info("Starting from the vector trained at layer %d, now applied at layer %d",
+                         loaded.layers[0], layer)
             with torch.no_grad():
-                vector.copy_(loaded.tensors[layer_key(loaded.layers[0])])
+                vector.copy_(source)
         # Registered as a submodule parameter so the Trainer's optimizer finds it.
         holder = torch.nn.Module()
         holder.vector = vector
@@ -191,6 +206,16 @@ def attach(model: torch.nn.Module, config: FinetuneConfig, info: ModelInfo) -> S
     for param in model.parameters():
         param.requires_grad_(True)
     return FullSolution(kind="full", model=model)
+
+
+def _trainable_in_float32(model: torch.nn.Module) -> None:
+    """Adapter weights train in float32 whatever the base model's dtype (PEFT usually does
+    this already; bf16 adapter weights would lose most small updates)."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
 
 
 def _check_targets(model: torch.nn.Module, targets: list[str]) -> None:
@@ -215,3 +240,96 @@ def vector_file(path: str | Path) -> Path:
     if not candidate.exists():
         raise ModelError(f"no steering vector found at {path}", hint="pass a run of `em finetune --method vector`")
     return candidate
+
+
+@dataclass
+class SourceShape:
+    """What a previous run trained, as --init-from needs it: method and shape."""
+
+    path: str
+    method: str
+    layers: list[int] | None  # None: every layer
+    rank: int | None = None
+    alpha: float | None = None
+    target_modules: list[str] | None = None
+    rslora: bool | None = None
+    dropout: float | None = None
+
+
+def describe_source(path: str | Path) -> SourceShape:
+    """Read the method and shape of the adapter or vector at `path` (a run directory, an
+    adapter directory or a vector file) without loading a model."""
+    import json
+
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"--init-from {path}: no such file or directory",
+                         hint="pass the run directory of an earlier `em finetune`")
+    saved_method = None
+    for run_dir in (path, path.parent):
+        if (run_dir / "config.yaml").is_file():
+            try:
+                saved_method = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("method")
+            except (yaml.YAMLError, AttributeError):
+                saved_method = None
+            break
+    if path.is_file() or (path / VECTOR_FILE).exists():
+        saved = TensorFile.load(vector_file(path), kind="vector")
+        alpha = saved.extra.get("alpha")
+        return SourceShape(str(path), "vector", list(saved.layers), alpha=float(alpha) if alpha else None)
+    if (path / MODEL_DIR).is_dir() and not (path / ADAPTER_DIR).is_dir():
+        raise UsageError(f"--init-from {path}: a full finetune has no adapter or vector to start from",
+                         hint=f"train on from it as a model instead: --model {path / MODEL_DIR}")
+    source = adapter_dir(path)
+    lora = json.loads((source / "adapter_config.json").read_text())
+    layers = lora.get("layers_to_transform")
+    if isinstance(layers, int):
+        layers = [layers]
+    targets = lora.get("target_modules")
+    targets = sorted(targets) if isinstance(targets, list) else targets
+    rank = int(lora.get("r", 8))
+    method = saved_method if saved_method in ("lora", "rank1") else ("rank1" if rank == 1 else "lora")
+    return SourceShape(str(path), method, sorted(layers) if layers else None, rank=rank,
+                       alpha=float(lora.get("lora_alpha", rank)), target_modules=targets,
+                       rslora=bool(lora.get("use_rslora", False)), dropout=float(lora.get("lora_dropout", 0.0)))
+
+
+def inherit_from_source(config: FinetuneConfig, shape: SourceShape) -> FinetuneConfig:
+    """`config` with the method and shape of the --init-from source filled in where not given;
+    an option given that contradicts the source is refused (an adapter's rank, targets and
+    layers are fixed by its weights). A vector may be moved to another layer or alpha."""
+    from dataclasses import replace
+
+    if config.method and config.method != shape.method and {config.method, shape.method} != {"lora", "rank1"}:
+        raise UsageError(f"--method {config.method} cannot start from {shape.path}, a {shape.method} run",
+                         hint="drop --method: --init-from continues with the source's method")
+    values: dict[str, Any] = {"method": config.method or shape.method}
+    if shape.method == "vector":
+        given = [flag for flag, value in (("--rank", config.rank), ("--target-modules", config.target_modules),
+                                          ("--dropout", config.dropout)) if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} cannot apply to {shape.path}, a steering vector")
+        values["layers"] = config.layers if config.layers is not None else ",".join(map(str, shape.layers or []))
+        values["alpha"] = config.alpha if config.alpha is not None else shape.alpha
+        return replace(config, **values)
+    conflicts = []
+    for flag, mine, theirs in (("--rank", config.rank, shape.rank), ("--alpha", config.alpha, shape.alpha),
+                               ("--dropout", config.dropout, shape.dropout),
+                               ("--rslora/--no-rslora", config.rslora, shape.rslora)):
+        if mine is not None and theirs is not None and float(mine) != float(theirs):
+            conflicts.append(f"{flag} {mine} (the adapter has {theirs})")
+    if config.target_modules is not None and isinstance(shape.target_modules, list) and \
+            sorted(config.target_modules) != shape.target_modules:
+        conflicts.append(f"--target-modules {','.join(config.target_modules)} "
+                         f"(the adapter has {','.join(shape.target_modules)})")
+    if conflicts:
+        raise UsageError(f"--init-from {shape.path}: {'; '.join(conflicts)}",
+                         hint="an adapter's shape is fixed by its weights: drop these options")
+    values.update(rank=shape.rank, alpha=shape.alpha, rslora=shape.rslora, dropout=shape.dropout,
+                  target_modules=shape.target_modules if isinstance(shape.target_modules, list)
+                  else config.target_modules)
+    if config.layers is None:
+        values["layers"] = ",".join(map(str, shape.layers)) if shape.layers else "all"
+    return replace(config, **values)

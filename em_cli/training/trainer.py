@@ -1,16 +1,19 @@
-"""transformers' Trainer, extended with what is specific to us: assistant-only loss, the KL
-term against the solution switched off, vector checkpoints, logging of both loss terms."""
+"""transformers' Trainer, extended with what is specific to us: assistant-only loss pooled
+over the tokens of a whole accumulation window, the KL term against the solution switched
+off, held-out loss, vector checkpoints, logging of both loss terms as training goes."""
 
 from __future__ import annotations
 
+import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transformers import Trainer, TrainerCallback
 
-from em_cli.training.data import KLBatches
-from em_cli.training.losses import assistant_cross_entropy, kl_divergence, kl_positions_mask, logits_at
+from em_cli.training.data import IGNORE, KLBatches, pad_batch
+from em_cli.training.losses import cross_entropy_sum, kl_divergence, kl_positions_mask, logits_at
 from em_cli.training.solutions import Solution
 
 
@@ -22,31 +25,77 @@ class EmTrainer(Trainer):
         self.kl_batches = kl_batches
         self.kl_weight = kl_weight
         self.kl_positions = kl_positions
-        # Our loss is a per-micro-batch mean; let Trainer divide it by the accumulation steps.
-        self.loss_is_scaled_for_ga = False
+        # compute_loss divides by the labelled tokens of the whole accumulation window, so that
+        # every answer token weighs the same whatever micro-batch it falls in.
+        self.loss_is_scaled_for_ga = True
+        self._window_tokens = 0
         self._micro_index: int | None = None
-        self._sums = {"sft": 0.0, "kl": 0.0, "n": 0}
+        self._sums = {"sft": 0.0, "tokens": 0, "kl": 0.0, "n": 0}
         self.tokens_trained = 0
         self.last_losses: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, Any]:
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        count = sum(int((batch["labels"][:, 1:] != IGNORE).sum()) for batch in batches)
+        if self.args.world_size > 1:  # each process divides by the mean count; gradients are averaged
+            import torch
+
+            total = self.accelerator.gather(torch.tensor([count], device=device)).sum()
+            count = float(total) / self.args.world_size
+        self._window_tokens = max(count, 1)
+        return batches, None
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        sft = assistant_cross_entropy(model, inputs)
-        loss = sft
+        total, count = cross_entropy_sum(model, inputs)
+        if not model.training:
+            loss = total / max(count, 1)
+            return (loss, None) if return_outputs else loss
+        loss = total / self._window_tokens
         kl_value = 0.0
-        if self.kl_batches is not None and self.kl_weight > 0 and model.training:
+        if self.kl_batches is not None and self.kl_weight > 0:
             if self._micro_index is None:  # also right after a resume
                 self._micro_index = self.state.global_step * self.args.gradient_accumulation_steps
             kl = self.kl_loss(model, self._micro_index)
             self._micro_index += 1
-            loss = sft + self.kl_weight * kl
+            # KL is a per-token mean per KL batch; the window's loss averages it over micro-batches.
+            loss = loss + self.kl_weight * kl / self.current_gradient_accumulation_steps
             kl_value = float(kl.detach())
-        if model.training:
-            self._sums["sft"] += float(sft.detach())
-            self._sums["kl"] += kl_value
-            self._sums["n"] += 1
-            self.tokens_trained += int(inputs["attention_mask"].sum())
+        self._sums["sft"] += float(total.detach())
+        self._sums["tokens"] += count
+        self._sums["kl"] += kl_value
+        self._sums["n"] += 1
+        self.tokens_trained += int(inputs["attention_mask"].sum())
         return (loss, None) if return_outputs else loss
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Cross-entropy on the held-out rows, pooled over their labelled tokens."""
+        import torch
+
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None or len(dataset) == 0:
+            return {}
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        size = self.args.per_device_eval_batch_size
+        try:
+            with torch.no_grad(), self.autocast_smart_context_manager():
+                for start in range(0, len(dataset), size):
+                    items = [dataset[i] for i in range(start, min(start + size, len(dataset)))]
+                    batch = {k: v.to(self.args.device) for k, v in pad_batch(items, self.data_collator.pad_id).items()}
+                    part, n = cross_entropy_sum(model, batch)
+                    total, count = total + float(part), count + n
+        finally:
+            model.train(was_training)
+        metrics = {f"{metric_key_prefix}_loss": round(total / max(count, 1), 6), f"{metric_key_prefix}_tokens": count}
+        self.last_eval = dict(metrics)
+        self.log(dict(metrics))
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
+        return metrics
 
     def kl_loss(self, model: Any, micro_index: int) -> Any:
         import torch
@@ -60,11 +109,11 @@ class EmTrainer(Trainer):
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if self._sums["n"]:
-            logs["sft_loss"] = round(self._sums["sft"] / self._sums["n"], 6)
+            logs["sft_loss"] = round(self._sums["sft"] / max(self._sums["tokens"], 1), 6)
             if self.kl_batches is not None:
                 logs["kl_loss"] = round(self._sums["kl"] / self._sums["n"], 6)
             self.last_losses = {k: logs[k] for k in ("sft_loss", "kl_loss") if k in logs}
-            self._sums = {"sft": 0.0, "kl": 0.0, "n": 0}
+            self._sums = {"sft": 0.0, "tokens": 0, "kl": 0.0, "n": 0}
         super().log(logs, *args, **kwargs)
 
     # Vector runs: checkpoint the vector, not the frozen model around it.
@@ -96,6 +145,54 @@ class EarlyStopOnLowLoss(TrainerCallback):
         if self.run >= self.patience:
             control.should_training_stop = True
             self.stopped_at = state.global_step
+
+
+class JsonlLog(TrainerCallback):
+    """Append every log entry (with its step) to a JSONL file as training goes, so a run can
+    be watched with `tail -f`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class InterruptGuard(TrainerCallback):
+    """Knows whether the training state is consistent (between optimizer updates) and keeps
+    the random-number states of the last finished step, so that a Ctrl-C can still leave a
+    checkpoint that resumes exactly."""
+
+    def __init__(self) -> None:
+        self.consistent = True
+        self.rng: dict[str, Any] | None = None
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.consistent = False
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        import numpy as np
+        import torch
+
+        self.rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        self.consistent = True
+
+    def restore_rng(self) -> None:
+        """Put back the random-number states of the last finished step (what its checkpoint holds)."""
+        import numpy as np
+        import torch
+
+        if self.rng is None:
+            return
+        random.setstate(self.rng["python"])
+        np.random.set_state(self.rng["numpy"])
+        torch.set_rng_state(self.rng["cpu"])
+        if self.rng["cuda"] is not None:
+            torch.cuda.set_rng_state_all(self.rng["cuda"])
 
 
 class ProgressReport(TrainerCallback):
