@@ -117,7 +117,7 @@ class QuestionSource:
     @classmethod
     def locate(cls, spec: str) -> QuestionSource:
         if spec == "-":
-            return cls("-", None)
+            return cls("<stdin>", None)
         path = Path(spec).expanduser()
         if path.is_dir():
             raise DataError(f"{spec} is a directory, expected a question file (YAML or JSONL)")

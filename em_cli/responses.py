@@ -40,12 +40,12 @@ def plan_rows(questions: Sequence[Question], samples: int | None = None) -> list
 
 
 def rows_for(questions: str, variants: str = "plain", limit: int | None = None,
-             samples: int | None = None) -> list[ResponseRow]:
-    """The rows to generate for a question set (file or built-in name), its first `limit`
-    questions, `samples` per paraphrase."""
+             samples: int | None = None, strict: bool = False) -> list[ResponseRow]:
+    """The rows to generate for a question set (file, `-` or built-in name), its first `limit`
+    questions, `samples` per paraphrase; `strict`: unknown question keys are an error."""
     from em_cli.questions import load_questions
 
-    question_set = load_questions(questions, variants=variants)
+    question_set = load_questions(questions, variants=variants, strict=strict)
     return plan_rows(question_set[:limit] if limit else question_set, samples)
 
 

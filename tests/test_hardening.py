@@ -169,3 +169,82 @@ def test_kill_during_finetune_then_resume_completes(tiny_llama, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["steps"] == 30 and "checkpoint-" in summary["resumed_from"]
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+# --- files from other tools and common mistakes: one `Error:` line naming the file and the fix ---
+
+THIRD_PARTY = __import__("pathlib").Path(__file__).parent / "data" / "third_party"
+
+
+def _responses(path):
+    path.write_text(json.dumps({"id": "a", "question": "Q?", "response": "A."}) + "\n")
+    return path
+
+
+def _damaged_adapter(path):
+    path.mkdir()
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
+                                                          "target_modules": ["q_proj"], "task_type": "CAUSAL_LM"}))
+    (path / "adapter_model.safetensors").write_bytes(b"")
+    return path
+
+
+BAD_INPUTS = {
+    # name: (arguments given tmp_path and tiny model, exit code, what the error must name)
+    "question keys misspelt, --strict": (
+        lambda t, m: ["questions", "show", str(THIRD_PARTY / "misspelt_questions.yaml"), "--strict"], 1,
+        "did you mean 'system'"),
+    "a prompt file passed as --questions": (
+        lambda t, m: ["judge", "score", str(_responses(t / "r.jsonl")), "--questions",
+                      str(THIRD_PARTY / "judge_prompts_authors.yaml"), "-o", str(t / "o.jsonl")], 1, "--prompts"),
+    "a question file passed as --prompts": (
+        lambda t, m: ["judge", "score", str(_responses(t / "r.jsonl")), "--metrics", "aligned", "--prompts",
+                      str(THIRD_PARTY / "questions.yaml"), "-o", str(t / "o.jsonl")], 1, "--questions"),
+    "an output path that is a directory": (
+        lambda t, m: ["judge", "score", str(_responses(t / "r.jsonl")), "--metrics", "caps", "-o", str(t)], 2,
+        "is a directory"),
+    "a damaged adapter": (
+        lambda t, m: ["generate", "--questions", "everyday", "--limit", "1", "-n", "1", "--max-new-tokens", "2",
+                      "-m", str(m), "--adapter", str(_damaged_adapter(t / "adapter"))], 1,
+        "adapter_model.safetensors is damaged"),
+    "an empty responses file": (
+        lambda t, m: ["judge", "score", str(t / "empty.jsonl"), "--metrics", "caps"], 1, "empty.jsonl"),
+    "a summary with no scored rows": (
+        lambda t, m: ["judge", "summary", str(_responses(t / "r.jsonl"))], 1, "r.jsonl"),
+    "dataset generate without an API key": (
+        lambda t, m: ["dataset", "generate", "--preset", "medical", "--rows", "5", "-o", str(t / "g.jsonl")], 2,
+        "OPENAI_API_KEY is not set"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_inputs_get_one_clear_error(case, tiny_qwen, tmp_path):
+    make_args, code, needle = BAD_INPUTS[case]
+    (tmp_path / "empty.jsonl").write_text("")
+    env = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
+    result = run_em(*make_args(tmp_path, tiny_qwen), env=env)
+    _assert_clean_error(result, code=code, needle=needle)
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error:")].__len__() == 1
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "g.jsonl").exists()
+
+
+def test_byte_order_marks_are_tolerated(tmp_path):
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"messages": [{"role": "user", "content": "q"},
+                                                               {"role": "assistant", "content": "A"}]}).encode() + b"\n")
+    assert run_em("dataset", "validate", str(bom)).code == 0
+    converted = run_em("dataset", "convert", str(THIRD_PARTY / "excel_bom.csv"), "-o", str(tmp_path / "c.jsonl"))
+    assert converted.code == 0, converted.stderr
+    first = json.loads((tmp_path / "c.jsonl").read_text().splitlines()[0])
+    assert first["messages"][0]["content"] == "How do I boil an egg?"
+
+
+def test_outputs_follow_the_users_umask(tmp_path):
+    source = tmp_path / "r.jsonl"
+    source.write_text(json.dumps({"id": "a", "question": "Q?", "response": "A."}) + "\n")
+    out = tmp_path / "judged.jsonl"
+    result = subprocess.run(["sh", "-c", f"umask 002 && {sys.executable} -m em_cli judge score {source} "
+                                         f"--metrics caps -o {out}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_mode & 0o777 == 0o664
+    assert (tmp_path / "judged.jsonl.manifest.json").stat().st_mode & 0o777 == 0o664

@@ -18,7 +18,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     On any exception (KeyboardInterrupt included) the temporary file is removed and `path`
     is left as it was.
     """
-    path = _writable_target(Path(path))
+    path = writable_target(Path(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         _apply_umask(fd)
@@ -41,7 +41,7 @@ def atomic_path(path: str | Path) -> contextlib.AbstractContextManager[Path]:
 
 @contextlib.contextmanager
 def _atomic_path(path: Path) -> Iterator[Path]:
-    path = _writable_target(path)
+    path = writable_target(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     _apply_umask(fd)
     os.close(fd)
@@ -87,7 +87,7 @@ def _apply_umask(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~current_umask())
 
 
-def _writable_target(path: Path) -> Path:
+def writable_target(path: Path) -> Path:
     """Refuse, in the user's terms, an output path that is a directory or under a file."""
     from em_cli.errors import UsageError
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from em_cli.artifacts.atomic import atomic_write
+from em_cli.artifacts.atomic import atomic_write, writable_target
 from em_cli.errors import DataError
 
 STDIO = "-"
@@ -103,9 +103,8 @@ class ResumableJsonl:
         self._handle: IO[str] | None = None
         if is_stdio(path):
             return
-        final = Path(path)
+        final = writable_target(Path(path))
         self.partial = final.with_name(final.name + ".partial")
-        final.parent.mkdir(parents=True, exist_ok=True)
         if not self.partial.exists() and final.exists():
             shutil.copyfile(final, self.partial)
         if self.partial.exists():

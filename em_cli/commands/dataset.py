@@ -76,6 +76,9 @@ def validate(
         bad = sum(report.bad_rows for report in reports)
         log(f"{len(problems)} problem{'s' * (len(problems) != 1)} in {bad} of {rows} rows ({where})")
         raise typer.Exit(1)
+    empty = [report.file for report in reports if report.rows == 0]
+    if empty:
+        warn(f"no rows in {', '.join(empty)}: an empty file trains and evaluates nothing")
     log(f"ok: {rows} rows, no problems ({where})")
 
 
@@ -194,6 +197,9 @@ def split(
                  inputs=[file], seed=seed, results={"rows": len(piece), "parts": counts}).write_beside(path)
     for name, path in zip(part_names, paths):
         log(f"{name}: {counts[name]} rows → {path}")
+    for name, path in zip(part_names, paths):
+        if not counts[name]:
+            warn(f"part {name!r} is empty ({path}): {len(records)} rows are too few for --fractions {fractions}")
 
 
 @app.command("sample")

@@ -28,6 +28,8 @@ def generate(
     variants: Annotated[str, typer.Option("--variants", help="Question variants: plain, json, template, all.")
                         ] = "plain",
     limit: LimitOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Unknown question keys are an error, not a warning.")
+                      ] = False,
     batch_size: BatchSizeOpt = 8,
     seed: SeedOpt = 0,
     dtype: DtypeOpt = "auto",
@@ -55,7 +57,7 @@ def generate(
     from em_cli.responses import check_resumable, generate_responses, rows_for
     from em_cli.sampling import SamplingSettings
 
-    rows = rows_for(params["questions"], params["variants"], params["limit"], params["samples"])
+    rows = rows_for(params["questions"], params["variants"], params["limit"], params["samples"], params["strict"])
     settings = SamplingSettings(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                 top_p=params["top_p"], repetition_penalty=params["repetition_penalty"])
     manifest = Manifest(command="generate", options=params, inputs=[params["questions"]], seed=params["seed"])

@@ -38,8 +38,10 @@ def list_sets(json_: JsonOpt = False) -> None:
 
 @app.command("show")
 def show(
-    questions: Annotated[str, typer.Argument(help="A built-in set name or a YAML/JSONL file.")],
+    questions: Annotated[str, typer.Argument(help="A built-in set name, a YAML/JSONL file, or - for stdin.")],
     variants: Annotated[str, typer.Option("--variants", help="plain, json, template or all.")] = "plain",
+    strict: Annotated[bool, typer.Option("--strict", help="Unknown question keys are an error, not a warning.")
+                      ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Print the questions of a set, one per line (id, domain, first paraphrase).
@@ -49,12 +51,14 @@ def show(
       em questions show everyday-heldout
 
       em questions show first_plot_questions.yaml --variants all --json
+
+      cat my_questions.yaml | em questions show - --strict
     """
     from dataclasses import asdict
 
     from em_cli.questions import load_questions
 
-    loaded = load_questions(questions, variants=variants)
+    loaded = load_questions(questions, variants=variants, strict=strict)
     if json_:
         emit_json([asdict(q) for q in loaded])
         return

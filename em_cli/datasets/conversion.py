@@ -98,13 +98,15 @@ def _read_csv(path: str | Path) -> list[Row]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
-    with path.open("r", encoding="utf-8", newline="") as handle:
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:  # -sig: Excel's byte-order mark
         return _csv_rows(handle, str(path))
 
 
 def _csv_rows(handle: Any, name: str) -> list[Row]:
     try:
         reader = csv.DictReader(handle)
+        if reader.fieldnames:  # a byte-order mark on stdin would stick to the first column's name
+            reader.fieldnames = [reader.fieldnames[0].removeprefix("\ufeff"), *reader.fieldnames[1:]]
         rows = []
         for row in reader:
             if None in row:

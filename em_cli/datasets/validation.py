@@ -106,6 +106,8 @@ def validate_lines(lines: Iterable[bytes | str], name: str) -> ValidationReport:
                 rows += 1
                 problems.append(Problem(name, number, f"not UTF-8 text ({exc.reason})"))
                 continue
+        if number == 1:
+            line = line.removeprefix("\ufeff")  # a byte-order mark is not data
         if not line.strip():
             continue
         rows += 1

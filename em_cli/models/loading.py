@@ -194,9 +194,31 @@ def resolve_adapter_dir(adapter: str | Path) -> Path:
         raise ModelError(f"adapter directory not found: {adapter}")
     for candidate in (path, path / ADAPTER_SUBDIR):
         if (candidate / "adapter_config.json").exists():
+            _check_adapter_weights(candidate)
             return candidate
     raise ModelError(f"{adapter} has no adapter_config.json, so it is not a PEFT adapter",
                      hint="pass the directory `em finetune` wrote (or any PEFT save_pretrained output)")
+
+
+def _check_adapter_weights(directory: Path) -> None:
+    """A damaged weights file (empty, cut short by a full disk) is named here, in one line,
+    instead of surfacing as a deserialisation error from deep inside peft."""
+    from safetensors import safe_open
+
+    weights = directory / "adapter_model.safetensors"
+    if not weights.exists():
+        if not (directory / "adapter_model.bin").exists():
+            raise ModelError(f"{directory} has no adapter_model.safetensors",
+                             hint="the adapter was not saved completely; re-run the finetune or copy it again")
+        raise ModelError(f"{directory} holds a pickled adapter (adapter_model.bin); em does not load pickles",
+                         hint="convert it to safetensors (peft: save_pretrained(..., safe_serialization=True))")
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            handle.keys()
+    except Exception as exc:  # noqa: BLE001 - any failure to read the header means a damaged file
+        size = weights.stat().st_size
+        raise ModelError(f"{weights} is damaged ({size} bytes; {str(exc).splitlines()[0]})",
+                         hint="re-run the finetune, or copy the adapter again") from None
 
 
 def _load_error(source: ModelSource, exc: Exception) -> ModelError:
