@@ -161,13 +161,25 @@ def _stored(direction: TensorFile, key: str) -> dict[int, float]:
         return {}
 
 
+def _legacy_norms(direction: TensorFile) -> bool:
+    # Files written before the per-token definition stored mean-vector norms as typical_norms
+    # (and no definition beside them): ~20% too small to be the yardstick of docs/METHODS.md §5.
+    return "typical_norms" in direction.extra and "typical_norm_definition" not in direction.extra
+
+
 def stored_typical_norms(direction: TensorFile) -> dict[int, float]:
-    """The typical activation norm (mean per-token norm) per layer, as the file records it."""
+    """The typical activation norm (mean per-token norm) per layer, as the file records it;
+    empty for files whose `typical_norms` are the older mean-vector norms."""
+    if _legacy_norms(direction):
+        log.info("%s records mean-vector norms, not the typical per-token norm: re-make it with "
+                 "`em direction diff` for relative steering norms", direction.extra.get("source_a", "the direction"))
+        return {}
     return _stored(direction, "typical_norms")
 
 
 def stored_mean_vector_norms(direction: TensorFile) -> dict[int, float]:
-    return _stored(direction, "mean_vector_norms")
+    """Norms of per-record mean vectors per layer (older files: their `typical_norms`)."""
+    return _stored(direction, "typical_norms" if _legacy_norms(direction) else "mean_vector_norms")
 
 
 def primary_layer(direction: TensorFile) -> tuple[int, str]:

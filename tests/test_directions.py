@@ -9,8 +9,8 @@ import torch
 from em_cli.activations import ActivationSet
 from em_cli.artifacts.tensors import TensorFile
 from em_cli.directions import (activation_file, cosine_by_layer, export_gguf, import_gguf, mean_difference,
-                               mean_vector_norms, principal_components, random_like, stored_typical_norms,
-                               typical_norms)
+                               mean_vector_norms, principal_components, random_like, stored_mean_vector_norms,
+                               stored_typical_norms, typical_norms)
 from em_cli.errors import TensorFileError
 from helpers import run_em
 
@@ -71,6 +71,10 @@ def test_typical_norm_is_the_per_token_norm_not_the_mean_vector_norm(tmp_path):
     assert row["mean_vector_norm"] == pytest.approx(3.0)
     # A control keeps the yardsticks, so steering with it reports the same relative norms.
     assert stored_typical_norms(random_like(d, 0)) == stored_typical_norms(d)
+    # Older files stored the mean-vector norm as typical_norms: not taken for the yardstick.
+    legacy = TensorFile(kind="direction", tensors=dict(d.tensors), model_id="m", model_fingerprint="f", hidden_size=8,
+                        layers=[1], extra={"typical_norms": json.dumps({"1": 3.0})})
+    assert stored_typical_norms(legacy) == {} and stored_mean_vector_norms(legacy) == {1: 3.0}
 
 
 def test_pooling_per_response_or_per_token():

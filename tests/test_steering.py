@@ -116,7 +116,8 @@ def test_sweep_grid_names_and_resume(loaded):
 def _direction_file(path, layers=(0, 1, 2), primary=None):
     from em_cli.artifacts.tensors import TensorFile
 
-    extra = {"typical_norms": json.dumps({str(layer): 100.0 for layer in layers})}
+    extra = {"typical_norms": json.dumps({str(layer): 100.0 for layer in layers}),
+             "typical_norm_definition": "mean per-token norm"}
     if primary is not None:
         extra["primary_layer"] = str(primary)
     TensorFile(kind="direction", tensors={f"layer.{layer}": _vector(layer, norm=10.0 + layer) for layer in layers},
