@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
-        app(args=argv, prog_name="em")
-        code = 0
+        # Not standalone: usage errors come back as exceptions, reported as one `Error:` line.
+        result = typer.main.get_command(app).main(args=argv, prog_name="em", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # noqa: BLE001 - the one place every error is reported

@@ -46,7 +46,7 @@ def files(tmp_path):
 def test_finetune_bad_data(tiny_llama, files, tmp_path, kind):
     result = run_em("finetune", str(files[kind]), "-m", str(tiny_llama), "-o", str(tmp_path / "run"),
                     "--max-steps", "1")
-    _assert_clean_error(result, needle={"missing": "not found", "empty": "no usable", "malformed": "bad.jsonl:2"}[kind])
+    _assert_clean_error(result, needle={"missing": "not found", "empty": "no conversations", "malformed": "bad.jsonl:2"}[kind])
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "malformed"])

@@ -37,6 +37,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DataError(f"file not found: {path}", hint="check the path, or use - for stdin")
     if path.is_dir():
         raise DataError(f"{path} is a directory, expected a JSONL file")
+    if path.suffix.lower() in (".csv", ".tsv", ".parquet", ".pq"):
+        raise DataError(f"{path} is a {path.suffix.lstrip('.').upper()} file; this command reads JSONL",
+                        hint=f"convert it first: em dataset convert {path} -o {path.with_suffix('.jsonl')}")
     with path.open("r", encoding="utf-8") as handle:
         yield from parse_jsonl_lines(handle, str(path))
 

@@ -30,6 +30,9 @@ def report(exc: BaseException) -> int:
 def describe(exc: BaseException) -> tuple[str, str | None, int]:
     if isinstance(exc, (EmError, Interrupted)):
         return exc.message, exc.hint, exc.exit_code
+    usage = _usage_error(exc)
+    if usage is not None:
+        return usage
     if isinstance(exc, KeyboardInterrupt):
         return describe(Interrupted())
     if isinstance(exc, PermissionError):
@@ -46,3 +49,17 @@ def describe(exc: BaseException) -> tuple[str, str | None, int]:
         return "output pipe closed", None, 1
     hint = None if debug_enabled() else f"this looks like a bug in em; set {DEBUG_ENV}=1 for the traceback"
     return f"{type(exc).__name__}: {exc}", hint, 1
+
+
+def _usage_error(exc: BaseException) -> tuple[str, str | None, int] | None:
+    """Bad flags or arguments, as the CLI framework reports them (its own exception classes,
+    recognised by shape: typer ships a private copy of click)."""
+    if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+        return None
+    message = " ".join(str(exc.format_message()).split())
+    names = [cls.__name__ for cls in type(exc).__mro__]
+    if "UsageError" in names:
+        ctx = getattr(exc, "ctx", None)
+        path = getattr(ctx, "command_path", None) or "em"
+        return message, f"see '{path} -h' for the options and examples", 2
+    return message, None, exc.exit_code
