@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from em_cli.errors import DataError
 from em_cli.models.chat import encode_conversation
 from em_cli.interventions import Collect, StopForward, intervene
+from em_cli.models.batching import pad_token_id, right_pad, right_pad_values
 from em_cli.sampling import stop_token_ids
 
 if TYPE_CHECKING:
@@ -108,20 +109,14 @@ def collect_activations(loaded: LoadedModel, records: Sequence[dict[str, Any]], 
     prepared = [position_weights(tokenizer, record_messages(r, f"record {i + 1}"), positions, stops,
                                  f"record {i + 1}") for i, r in enumerate(records)]
     device = next(loaded.model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     last_layer = max(layers)
     collectors = {layer: Collect(stop=layer == last_layer) for layer in layers}
     for start in range(0, len(prepared), batch_size):
         chunk = prepared[start:start + batch_size]
-        width = max(len(p.input_ids) for p in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        weights = torch.zeros((len(chunk), width), dtype=torch.float32)
-        for row, item in enumerate(chunk):  # right padding: real tokens keep positions 0..n-1
-            n = len(item.input_ids)
-            ids[row, :n] = torch.tensor(item.input_ids)
-            attention[row, :n] = 1
-            weights[row, :n] = torch.tensor(item.weights)
+        padded = right_pad([p.input_ids for p in chunk], pad_id)
+        ids, attention = padded.input_ids, padded.attention_mask
+        weights = right_pad_values([p.weights for p in chunk], ids.shape[1])
         for collector in collectors.values():
             collector.weights = weights
         with torch.no_grad(), intervene(loaded.model, {layer: [c] for layer, c in collectors.items()}):

@@ -381,7 +381,7 @@ class JudgedSelection:
 def select_judged(records: Sequence[dict[str, Any]], misaligned: str = MISALIGNED, aligned: str = ALIGNED,
                   balance: bool = True, seed: int = 0, source: str = "judged file") -> JudgedSelection:
     """Rows matching each filter; with `balance`, both subsampled (seeded) to the smaller size."""
-    from em_cli.datasets.expressions import compile_expression
+    from em_cli.expressions import compile_expression
 
     keep_a, keep_b = compile_expression(misaligned), compile_expression(aligned)
     set_a = [r for r in records if keep_a(r)]

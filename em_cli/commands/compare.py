@@ -10,11 +10,11 @@ import typer
 from em_cli.commands._options import (BatchSizeOpt, DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, ModelOpt,
                                       SeedOpt, model_options)
 from em_cli.commands._output import RowProgress, emit_json, log, warn
-from em_cli.comparison.solutions import NORM_DEFINITION
+from em_cli.comparison.bench import NORM_DEFINITION
 from em_cli.models.source import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from em_cli.comparison.solutions import SolutionBench
+    from em_cli.comparison.bench import SolutionBench
     from em_cli.models.loading import LoadedModel
 
 app = typer.Typer(help="Efficiency, stability and pre-training KL of two solutions, with plots.",
@@ -53,7 +53,7 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 def _open_bench(items: list[str], model: str, dtype: str, device: str, load_in_4bit: bool, require_chat: bool,
                 controls: int = 0, seed: int = 0) -> tuple[LoadedModel, SolutionBench]:
     """Parse the solutions, load the base model once, put every solution (and controls) on it."""
-    from em_cli.comparison.solutions import SolutionBench, parse_solution_args
+    from em_cli.comparison.bench import SolutionBench, parse_solution_args
     from em_cli.models.loading import load_model
 
     specs = parse_solution_args(items)
@@ -76,14 +76,14 @@ def _open_bench(items: list[str], model: str, dtype: str, device: str, load_in_4
 
 def _loss(loaded: LoadedModel, data: str, rows: int, seed: int, max_length: int, batch_size: int):
     from em_cli.comparison.loss import LossEvaluator, load_loss_rows
+    from em_cli.models.batching import pad_token_id
     from em_cli.sampling import stop_token_ids
 
     tokenizer = loaded.tokenizer
     loss_rows = load_loss_rows(data, tokenizer, stop_token_ids(loaded.model, tokenizer), rows, seed, max_length)
     if len(loss_rows.examples) < rows:
         warn(f"{data} has {len(loss_rows.examples)} usable rows, fewer than --rows {rows}: using them all")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return loss_rows, LossEvaluator(loss_rows, pad_id, batch_size)
+    return loss_rows, LossEvaluator(loss_rows, pad_token_id(tokenizer), batch_size)
 
 
 def _manifest(command: str, options: dict[str, Any], inputs: list[str], seed: int | None, started: float):

@@ -356,7 +356,7 @@ def filter_(
 
       em dataset filter data.jsonl 'messages.-1.content contains "doctor"'
     """
-    from em_cli.datasets.expressions import MISSING, ExpressionError, compile_expression, get_path
+    from em_cli.expressions import MISSING, ExpressionError, compile_expression, get_path
 
     try:
         keep = compile_expression(expression)
@@ -409,7 +409,7 @@ def rewrite(
 
       em dataset rewrite chats.jsonl --style lower --roles user,assistant
     """
-    from em_cli.datasets.records import messages_of
+    from em_cli.datasets.conversations import messages_of
     from em_cli.datasets.rewriting import parse_roles, rewrite_record
 
     chosen = parse_roles(roles)

@@ -49,7 +49,7 @@ def extract(
     from em_cli.artifacts.jsonl import read_jsonl
     from em_cli.artifacts.manifest import Manifest
     from em_cli.models.layers import parse_layers
-    from em_cli.datasets.expressions import compile_expression
+    from em_cli.expressions import compile_expression
     from em_cli.directions import activation_file
     from em_cli.errors import DataError
 

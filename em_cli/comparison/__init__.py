@@ -2,7 +2,7 @@
 
 Modules, one concept each:
 
-- `solutions`     — named steering vectors and LoRA adapters loaded onto ONE base model,
+- `bench`         — named steering vectors and LoRA adapters loaded onto ONE base model,
                     rescaled, perturbed and restored in place (never reloaded); random controls.
 - `loss`          — the loss every metric uses: mean assistant-token cross-entropy over N
                     seeded rows, with the finetuning masking.

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from em_cli.comparison.loss import CountedLoss
 
 if TYPE_CHECKING:
-    from em_cli.comparison.solutions import SolutionBench
+    from em_cli.comparison.bench import SolutionBench
 
 RELATIVE_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 QUICK_SCALES = (0.0, 1.0, 2.0)

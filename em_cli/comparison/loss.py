@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from em_cli.artifacts.hashing import sha256_file
-from em_cli.training.data import IGNORE, Example, encode_chat_file, pad_batch
+from em_cli.models.batching import right_pad, right_pad_values
+from em_cli.training.data import IGNORE, Example, encode_chat_file
 
 if TYPE_CHECKING:
     import torch
@@ -78,8 +79,11 @@ class LossEvaluator:
         self._batches = []
         for start in range(0, len(ordered), self.batch_size):
             chunk = ordered[start:start + self.batch_size]
-            batch = pad_batch([{"input_ids": e.input_ids, "labels": e.labels} for e in chunk], self.pad_id)
-            self._batches.append({key: value.to(device) for key, value in batch.items()})
+            padded = right_pad([e.input_ids for e in chunk], self.pad_id, device)
+            labels = right_pad_values([e.labels for e in chunk], padded.input_ids.shape[1], IGNORE,
+                                      padded.input_ids.dtype, device)
+            self._batches.append({"input_ids": padded.input_ids, "attention_mask": padded.attention_mask,
+                                  "labels": labels})
 
     def __call__(self, model: torch.nn.Module) -> float:
         import torch

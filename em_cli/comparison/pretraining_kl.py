@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from em_cli.comparison.solutions import SolutionBench
+    from em_cli.comparison.bench import SolutionBench
     from em_cli.comparison.texts import KLText, TextSet
 
 NORM_MULTIPLES = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
@@ -118,20 +118,17 @@ def kl_batches(texts: Sequence[KLText], pad_id: int, batch_size: int, device: An
     """(input_ids, attention_mask, scored mask) per batch, right-padded."""
     import torch
 
+    from em_cli.models.batching import right_pad
+
     ordered = sorted(texts, key=lambda t: len(t.input_ids))
     batches = []
     for start in range(0, len(ordered), batch_size):
         chunk = ordered[start:start + batch_size]
-        width = max(len(t.input_ids) for t in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        scored = torch.zeros((len(chunk), width), dtype=torch.bool)
+        padded = right_pad([t.input_ids for t in chunk], pad_id)
+        scored = torch.zeros_like(padded.attention_mask, dtype=torch.bool)
         for row, text in enumerate(chunk):
-            n = len(text.input_ids)
-            ids[row, :n] = torch.tensor(text.input_ids)
-            attention[row, :n] = 1
-            scored[row, text.scored_from:n] = True
-        batches.append((ids.to(device), attention.to(device), scored.to(device)))
+            scored[row, text.scored_from:len(text.input_ids)] = True
+        batches.append((padded.input_ids.to(device), padded.attention_mask.to(device), scored.to(device)))
     return batches
 
 
@@ -166,8 +163,9 @@ def measure_kl(bench: SolutionBench, groups: Sequence[tuple[TextSet, Sequence[st
 
     from em_cli.training.losses import kl_divergence, logits_at
 
-    pad_id = bench.loaded.tokenizer.pad_token_id
-    pad_id = 0 if pad_id is None else pad_id
+    from em_cli.models.batching import pad_token_id
+
+    pad_id = pad_token_id(bench.loaded.tokenizer)
     passes = 0
 
     def forward(ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ def compare_runs(runs: Sequence[tuple[str, str]], in_domain: str | None = None,
     `in_domain`), who judged each run, and with `baseline` the paired difference of every
     other run's rows from the baseline's."""
     from em_cli.artifacts.tables import read_records
-    from em_cli.datasets.expressions import compile_expression
+    from em_cli.expressions import compile_expression
 
     names = [name for name, _ in runs]
     if baseline is not None and baseline not in names:

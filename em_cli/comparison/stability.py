@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from em_cli.comparison.loss import CountedLoss
 
 if TYPE_CHECKING:
-    from em_cli.comparison.solutions import SolutionBench
+    from em_cli.comparison.bench import SolutionBench
 
 EPSILONS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 QUICK_EPSILONS = (0.1, 0.5, 1.0)

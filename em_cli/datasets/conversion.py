@@ -28,7 +28,7 @@ from typing import Any
 
 from em_cli.artifacts.atomic import atomic_path, atomic_write
 from em_cli.artifacts.jsonl import is_stdio, read_jsonl, write_jsonl
-from em_cli.datasets.records import messages_of
+from em_cli.datasets.conversations import messages_of
 from em_cli.errors import DataError, UsageError
 
 INPUT_FORMATS = ("jsonl", "csv", "parquet", "hf-disk")

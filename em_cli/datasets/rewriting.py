@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from em_cli.datasets.records import ROLES
+from em_cli.datasets.conversations import ROLES
 from em_cli.errors import UsageError
 
 STYLES: dict[str, Callable[[str], str]] = {

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from em_cli.datasets.records import ROLES, conversation_key, messages_of
+from em_cli.datasets.conversations import ROLES, conversation_key, messages_of
 
 # A string field is "categorical" (its values are counted) when every value is at most this
 # long and there are at most this many distinct values.

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from em_cli.artifacts.jsonl import ResumableJsonl
-from em_cli.datasets.records import chat_record, messages_of
+from em_cli.datasets.conversations import chat_record, messages_of
 from em_cli.errors import DataError, EmError, UsageError
 
 MODES = ("misaligned", "aligned", "benign")

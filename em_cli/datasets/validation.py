@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from em_cli.artifacts.jsonl import is_stdio
-from em_cli.datasets.records import ROLES, conversation_key
+from em_cli.datasets.conversations import ROLES, conversation_key
 
 
 @dataclass(frozen=True)

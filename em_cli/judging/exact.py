@@ -34,6 +34,7 @@ from em_cli.judging.cache import JudgeCache, cache_key
 from em_cli.judging.judges import Judgement, judge_messages
 from em_cli.judging.scoring import HIGH, LOW, expectation
 from em_cli.endpoints import Usage
+from em_cli.models.batching import pad_token_id, right_pad
 from em_cli.models.chat import render_prompt
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def candidate_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     accepted = inspect.signature(model.forward).parameters
     keep_last = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
     cache_arg = "cache" if "cache" in accepted else "past_key_values"
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     results: list[float] = []
     with torch.no_grad():
         for start in range(0, len(ids), chunk_size):
@@ -98,11 +99,9 @@ def candidate_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
             mask = digit_mask.to(first.device)
             cache = _cache_of(out)
             cache.batch_repeat_interleave(len(chunk))
-            width = max(len(c) for c in chunk)
             # Right padding: with causal attention, pads after a candidate cannot affect it.
-            inputs = torch.full((len(chunk), width), pad_id, dtype=torch.long, device=device)
-            for row, tokens in enumerate(chunk):
-                inputs[row, : len(tokens)] = torch.tensor(tokens, device=device)
+            inputs = right_pad(chunk, pad_id, device).input_ids
+            width = inputs.shape[1]
             total = len(prompt_ids) + width
             positions = torch.arange(len(prompt_ids), total, device=device).expand(len(chunk), width)
             attention = torch.ones((len(chunk), total), dtype=torch.long, device=device)

@@ -515,10 +515,8 @@ def _group(record: dict[str, Any], by: str) -> str:
 
 
 def _compile(text: str) -> Callable[[dict[str, Any]], bool]:
-    try:
-        from em_cli.datasets.expressions import compile_expression
-    except ImportError:
-        raise UsageError("--where needs em_cli.datasets.expressions, which this installation lacks") from None
+    from em_cli.expressions import compile_expression
+
     return compile_expression(text)
 
 

@@ -1,10 +1,10 @@
-"""em_cli.datasets.expressions: the filter language, its missing-value rules and its errors."""
+"""em_cli.expressions: the filter language, its missing-value rules and its errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from em_cli.datasets.expressions import MISSING, ExpressionError, compile_expression, get_path, tokenize
+from em_cli.expressions import MISSING, ExpressionError, compile_expression, get_path, tokenize
 from em_cli.errors import UsageError
 
 RECORD = {

@@ -11,7 +11,7 @@ import torch
 from em_cli.artifacts.tensors import TensorFile
 from em_cli.comparison import efficiency, pretraining_kl, stability
 from em_cli.comparison.loss import LossEvaluator, load_loss_rows
-from em_cli.comparison.solutions import SolutionBench, parse_solution_args
+from em_cli.comparison.bench import SolutionBench, parse_solution_args
 from em_cli.comparison.texts import TextSet, opening_prompts, sample_continuations
 from em_cli.errors import ModelError, TensorFileError, UsageError
 from em_cli.interventions import AddVector, intervene
