@@ -57,7 +57,8 @@ def check_resumable(existing: Sequence[dict[str, Any]], settings: SamplingSettin
 
     wanted = {"model": model, "adapter": adapter, "sampling": settings.to_dict(), "run_seed": seed}
     for record in existing:
-        had = {"model": (record.get("model") or {}).get("model"), "adapter": (record.get("model") or {}).get("adapter"),
+        identity = record.get("model") or {}
+        had = {"model": identity.get("served_model") or identity.get("model"), "adapter": identity.get("adapter"),
                "sampling": record.get("sampling"), "run_seed": record.get("run_seed")}
         changed = [key for key in wanted if had[key] != wanted[key]]
         if changed:
@@ -86,3 +87,70 @@ def generate_responses(loaded: LoadedModel, rows: Sequence[ResponseRow], setting
                 extras=row.question.extra, question_set=row.question.source)
         if on_batch:
             on_batch(len(chunk), sum(len(c.token_ids) for c in completions))
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model behind an OpenAI-compatible server (vLLM, SGLang, llama.cpp, TGI, `em serve`):
+    `model` is the name to ask for (a base model, or an adapter the engine serves by name)."""
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 600.0
+    max_retries: int = 5
+
+
+def generate_remote_responses(remote: RemoteModel, rows: Sequence[ResponseRow], settings: SamplingSettings,
+                              seed: int, concurrency: int = 8,
+                              on_batch: Callable[[int, int], None] | None = None,
+                              warn: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield one response record per row, in row order, asking `remote` with up to
+    `concurrency` requests in flight. Each request carries the row's own seed, so a server that
+    honours `seed` gives the same text again; `repetition_penalty` (when not 1) is sent as the
+    extra field vLLM, SGLang and `em serve` accept. The records are those of
+    `generate_responses`, with `model` naming the server and the model that answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from em_cli.endpoints import Endpoint, EndpointSettings, RequestFailed, RetryPolicy
+    from em_cli.errors import EmError
+
+    endpoint = Endpoint(EndpointSettings(model=remote.model, base_url=remote.base_url,
+                                         api_key_env=remote.api_key_env, timeout=remote.timeout,
+                                         retry=RetryPolicy(max_retries=remote.max_retries)))
+    listed = endpoint.check().models
+    if listed is not None and remote.model not in listed and warn is not None:
+        warn(f"{remote.base_url} lists {', '.join(listed) or 'no models'}, not {remote.model!r}; asking anyway")
+
+    def ask(row: ResponseRow) -> tuple[ResponseRow, list[dict[str, Any]], int, dict[str, Any]]:
+        messages = row.question.prompt_messages(row.paraphrase_index)
+        row_seed_value = row_seed(seed, row.id)
+        params: dict[str, Any] = {"model": remote.model, "messages": messages, "temperature": settings.temperature,
+                                  "top_p": settings.top_p, "max_tokens": settings.max_new_tokens,
+                                  "seed": row_seed_value % 2**63}
+        if settings.repetition_penalty != 1.0:
+            params["extra_body"] = {"repetition_penalty": settings.repetition_penalty}
+        try:
+            return row, messages, row_seed_value, endpoint.chat(params)
+        except RequestFailed as exc:
+            raise EmError(f"{endpoint.base_url} failed to answer row {row.id}: {exc}",
+                          hint="the rows before it are kept: re-run the same command to resume") from None
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="generate") as pool:
+        window = max(1, concurrency) * 2
+        for start in range(0, len(rows), window):
+            for row, messages, row_seed_value, data in pool.map(ask, rows[start:start + window]):
+                choice = (data.get("choices") or [{}])[0]
+                text = (choice.get("message") or {}).get("content") or ""
+                tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
+                identity = {"model": data.get("model") or remote.model, "adapter": None,
+                            "served_model": remote.model, "base_url": endpoint.base_url,
+                            "fingerprint": data.get("system_fingerprint")}
+                yield response_record(
+                    question_id=row.question.id, paraphrase_index=row.paraphrase_index,
+                    sample_index=row.sample_index, prompt=messages, text=text,
+                    finish_reason=str(choice.get("finish_reason") or "stop"), response_tokens=tokens,
+                    metrics=row.question.metrics, sampling=settings.to_dict(), seed=row_seed_value, run_seed=seed,
+                    model=identity, extras=row.question.extra, question_set=row.question.source)
+                if on_batch:
+                    on_batch(1, tokens)

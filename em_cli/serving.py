@@ -68,6 +68,8 @@ class ChatService:
         max_tokens = max_tokens or _int(body, "max_tokens", self.default_max_tokens, 1, 32768)
         temperature = _float(body, "temperature", 1.0, 0.0, 2.0)
         top_p = _float(body, "top_p", 1.0, 0.0, 1.0)
+        # Not in OpenAI's API; vLLM and SGLang take it as an extra field, and so does `em serve`.
+        repetition_penalty = _float(body, "repetition_penalty", 1.0, 0.01, 10.0)
         want_logprobs = bool(body.get("logprobs") or False)
         top_k = _int(body, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS) if want_logprobs else None
         if body.get("top_logprobs") and not want_logprobs:
@@ -78,7 +80,8 @@ class ChatService:
         stops = [stops] if isinstance(stops, str) else list(stops)
         seed = body.get("seed")
         seed = secrets.randbits(62) if seed is None else int(seed)
-        settings = SamplingSettings(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        settings = SamplingSettings(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                    repetition_penalty=repetition_penalty)
         try:
             prompt = render_prompt(self.loaded.tokenizer, messages)
         except Exception as exc:  # template errors (e.g. roles it does not allow)
