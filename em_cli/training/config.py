@@ -256,7 +256,7 @@ def translate_authors_config(mapping: dict[str, Any]) -> TranslatedConfig:
             options[key] = value  # em's own spelling, or unknown (reported by the caller)
     if "kl_weight" in options and "kl_units" not in options:
         options["kl_units"] = "authors"
-    return TranslatedConfig(options, ignored, True)
+    return TranslatedConfig(options, sorted(ignored), True)
 
 
 # Their keys that configure things em does not do (hub pushes, DPO/ORPO, merging, evaluation cadence).

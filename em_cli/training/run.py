@@ -162,11 +162,11 @@ def _run(config: FinetuneConfig, resume: bool,
     try:
         with solution.active():
             trainer.train(resume_from_checkpoint=checkpoint)
-            if evaluating and trainer.state.global_step % save_steps:
+            train_seconds = time.time() - train_started
+            if evaluating and trainer.last_eval.get("step") != trainer.state.global_step:
                 trainer.evaluate()  # the held-out loss of the final weights
     except (KeyboardInterrupt, Interrupted) as exc:
         raise _interrupted(trainer, guard, out) from exc
-    train_seconds = time.time() - train_started
     artifact = solution.save(out, replace(base_info, adapter=None), tokenizer)
 
     result = FinetuneResult(

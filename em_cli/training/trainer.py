@@ -92,7 +92,7 @@ class EmTrainer(Trainer):
         finally:
             model.train(was_training)
         metrics = {f"{metric_key_prefix}_loss": round(total / max(count, 1), 6), f"{metric_key_prefix}_tokens": count}
-        self.last_eval = dict(metrics)
+        self.last_eval = dict(metrics, step=self.state.global_step)
         self.log(dict(metrics))
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
         return metrics
