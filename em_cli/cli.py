@@ -16,8 +16,6 @@ import typer
 from em_cli import __version__
 from em_cli.commands import compare as compare_cmd
 from em_cli.commands import dataset as dataset_cmd
-from em_cli.commands import compare as compare_cmd
-from em_cli.commands import dataset as dataset_cmd
 from em_cli.commands import direction as direction_cmd
 from em_cli.commands import extract as extract_cmd
 from em_cli.commands import finetune as finetune_cmd

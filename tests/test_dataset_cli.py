@@ -247,9 +247,12 @@ def test_generate_dry_run_and_usage_errors(tmp_path):
     assert not (tmp_path / "x.jsonl").exists()
     assert_clean_error(run_em("dataset", "generate", "-o", str(tmp_path / "x.jsonl")), 2,
                        "Error: give exactly one of --preset and --spec")
-    assert_clean_error(run_em("dataset", "generate", "--preset", "medical", "--mode", "aligned",
+    assert_clean_error(run_em("dataset", "generate", "--preset", "medical", "--kind", "aligned",
                               "-o", str(tmp_path / "x.jsonl")), 2,
-                       "Error: --mode aligned rewrites an existing file: pass --from FILE")
+                       "Error: --kind aligned rewrites an existing file: pass --rewrite-from FILE")
+    # The old spelling still works, with a warning that names the new one.
+    old = run_em("dataset", "generate", "--preset", "medical", "--mode", "aligned", "-o", str(tmp_path / "x.jsonl"))
+    assert old.code == 2 and "--mode is now --kind" in old.stderr
     assert_clean_error(run_em("dataset", "generate", "--preset", "medical", "--price-in", "1",
                               "-o", str(tmp_path / "x.jsonl")), 2,
                        "Error: give both --price-in and --price-out, or neither")
@@ -259,7 +262,7 @@ def test_generate_end_to_end_against_a_fake_server_and_resume(tmp_path):
     out = tmp_path / "med.jsonl"
     env = {"GEN_KEY": "sk-do-not-print"}
     args = ["dataset", "generate", "--preset", "medical", "--rows", "3", "--rows-per-call", "2",
-            "--model-name", "fake-4o", "--api-key-env", "GEN_KEY", "--concurrency", "1",
+            "--generator-model", "fake-4o", "--api-key-env", "GEN_KEY", "--concurrency", "1",
             "--price-in", "2.5", "--price-out", "10", "-o", str(out)]
     with FakeOpenAI([(200, CLEAN), (200, "Sorry, I can't."), (200, pair_text(("Third?", "Third answer.")))]) as server:
         result = run_em(*args, "--base-url", server.base_url, env=env)

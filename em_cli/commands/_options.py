@@ -1,8 +1,9 @@
-"""The suite's one flag vocabulary: option types shared by every command.
+"""Option types shared by every command.
 
 Commands declare `model: ModelOpt = DEFAULT_MODEL` etc. so that a flag means the same thing
-everywhere. Environment variables give defaults for the common ones (EM_MODEL, EM_DEVICE,
-EM_DTYPE, EM_SEED, EM_BATCH_SIZE).
+everywhere; `_vocabulary.py` lists every flag name with its one type and meaning, and
+tests/test_flag_vocabulary.py holds every command to it. Environment variables give defaults
+for the common ones (EM_MODEL, EM_DEVICE, EM_DTYPE, EM_SEED, EM_BATCH_SIZE).
 """
 
 from __future__ import annotations
@@ -42,6 +43,44 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only t
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps.")]
 LayersOpt = Annotated[str | None, typer.Option(
     "--layers", "--layer", help="Layer indices, 0-based block outputs: '15', '10,12,14', '10-20' or 'all'.")]
+LayerOpt = Annotated[str, typer.Option(
+    "--layer", help="The one layer to use, 0-based block output: '15' (or -1 for the last).",
+    show_default=False)]
+PositionsOpt = Annotated[Literal["response_mean", "prompt_mean", "last_prompt"], typer.Option(
+    "--positions", help="The activation of a record: the mean over its response tokens, the mean over its prompt "
+                        "tokens, or the last prompt token.")]
+InputArg = Annotated[str, typer.Argument(help="A JSONL chat file; - for stdin.", show_default=False)]
+ComparatorOpt = Annotated[Literal["lt", "le"], typer.Option(
+    "--comparator", help="EM rule: lt = aligned < threshold (docs/METHODS.md §2), le = aligned ≤ threshold "
+                         "(the authors' code).")]
+AllVariantsOpt = Annotated[bool, typer.Option(
+    "--all-variants", help="Keep the _json / _template question variants (left out by default).")]
+AllowMixedOpt = Annotated[bool, typer.Option(
+    "--allow-mixed", help="Put files judged by different judge models or prompt versions side by side "
+                          "(refused by default).")]
+ResamplesOpt = Annotated[int, typer.Option("--resamples", min=10, help="Bootstrap resamples.")]
+BaseUrlOpt = Annotated[str | None, typer.Option(
+    "--base-url", envvar="OPENAI_BASE_URL", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")]
+ApiKeyEnvOpt = Annotated[str, typer.Option(
+    "--api-key-env", help="Environment variable holding the API key (never printed).")]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight at once.")]
+MaxRetriesOpt = Annotated[int, typer.Option(
+    "--max-retries", min=0, help="Retries per request on rate limits, 5xx and timeouts (exponential backoff).")]
+PriceInOpt = Annotated[float | None, typer.Option(
+    "--price-in", min=0.0, help="$ per 1M prompt tokens, to report the cost.")]
+PriceOutOpt = Annotated[float | None, typer.Option(
+    "--price-out", min=0.0, help="$ per 1M completion tokens, to report the cost.")]
+
+
+def renamed(new_value: Any, old_value: Any, old: str, new: str) -> Any:
+    """The value of a renamed flag: `old_value` when the user gave the old spelling (a hidden
+    option kept so existing scripts run), with a warning that names the new one."""
+    if old_value is None:
+        return new_value
+    from em_cli.commands._output import out
+
+    out.warn(f"{old} is now {new}; the old name will go away")
+    return old_value
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="YAML file of options (same names as the flags); flags given explicitly win.")]
 

@@ -21,6 +21,21 @@ def summarize(values: Sequence[float]) -> dict[str, float] | None:
     return {"min": min(values), "mean": round(sum(values) / len(values), 2), "max": max(values)}
 
 
+def file_stats(path: str, model: str | None = None) -> dict[str, Any]:
+    """`dataset_stats` of a JSONL chat file (`-` = stdin), counting tokens with `model`'s
+    tokenizer when one is named."""
+    from em_cli.artifacts.jsonl import read_jsonl
+
+    records = read_jsonl(path)
+    tokenizer = None
+    if model is not None:
+        from em_cli.models.loading import load_tokenizer
+        from em_cli.models.source import resolve_source
+
+        tokenizer = load_tokenizer(resolve_source(model))
+    return dataset_stats(records, tokenizer)
+
+
 def dataset_stats(records: Sequence[dict[str, Any]], tokenizer: Any = None) -> dict[str, Any]:
     """Statistics of chat records, as a JSON-ready dict.
 

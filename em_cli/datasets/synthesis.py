@@ -317,7 +317,7 @@ def openai_completer(model: str, base_url: str | None = None, api_key_env: str =
             if key:
                 message = message.replace(key, "***")
             raise EmError(f"generator call failed: {message}",
-                          hint=f"check --base-url, --model-name and the key in ${api_key_env}; "
+                          hint=f"check --base-url, --generator-model and the key in ${api_key_env}; "
                                "re-run the same command to resume") from None
         choices = data.get("choices") or []
         text = ((choices[0].get("message") or {}).get("content") or "") if choices else ""
@@ -499,7 +499,7 @@ def rewrite_sources(records: Sequence[dict[str, Any]], name: str) -> list[Rewrit
 
 
 def generate_aligned(spec: Spec, complete: Complete, output: ResumableJsonl, source_records: Sequence[dict[str, Any]],
-                     source_name: str = "--from file", rows: int | None = None, concurrency: int = 4,
+                     source_name: str = "--rewrite-from file", rows: int | None = None, concurrency: int = 4,
                      provenance: dict[str, Any] | None = None, attempts_per_row: int = 3) -> Report:
     """Rewrite each source row's answer into a good one; output row i matches source row i.
 
@@ -571,3 +571,133 @@ def generate_aligned(spec: Spec, complete: Complete, output: ResumableJsonl, sou
         report.stopped = (f"row {failed_row + 1} of {source_name}: {attempts_per_row} malformed answers; "
                           "re-run the same command to retry from there")
     return report
+
+
+# --- a whole run, as `em dataset generate` asks for it ----------------------------------------
+
+@dataclass
+class GenerationRequest:
+    """Everything `em dataset generate` is asked to do. Exactly one of `preset` and `spec_file`;
+    `rewrite_from` (the misaligned file to rewrite) only, and always, for kind `aligned`."""
+
+    output: str
+    kind: str = "misaligned"
+    preset: str | None = None
+    spec_file: Path | None = None
+    rewrite_from: str | None = None
+    rows: int | None = None
+    rows_per_call: int | None = None
+    generator_model: str = "gpt-4o"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 1.0
+    max_new_tokens: int = 1000
+    concurrency: int = 4
+    max_retries: int = 5
+    timeout: float = 120.0
+    max_calls: int | None = None
+    price_in: float | None = None
+    price_out: float | None = None
+
+    def check(self) -> None:
+        """Refuse contradictory requests before anything is read or called."""
+        from em_cli.artifacts.jsonl import is_stdio
+
+        if (self.preset is None) == (self.spec_file is None):
+            raise UsageError("give exactly one of --preset and --spec", hint=f"built-in presets: {', '.join(PRESETS)}")
+        if (self.price_in is None) != (self.price_out is None):
+            raise UsageError("give both --price-in and --price-out, or neither")
+        if self.kind == "aligned" and self.rewrite_from is None:
+            raise UsageError("--kind aligned rewrites an existing file: pass --rewrite-from FILE")
+        if self.kind != "aligned" and self.rewrite_from is not None:
+            raise UsageError("--rewrite-from is only for --kind aligned")
+        if is_stdio(self.output):
+            raise UsageError("generate needs an output file to be resumable", hint="pass -o FILE.jsonl")
+
+    def spec(self) -> Spec:
+        from dataclasses import replace
+
+        spec = load_preset(self.preset) if self.preset is not None else load_spec(self.spec_file)
+        return spec if self.rows_per_call is None else replace(spec, rows_per_call=self.rows_per_call)
+
+    def source_records(self) -> list[dict[str, Any]]:
+        from em_cli.artifacts.jsonl import read_jsonl
+
+        return read_jsonl(self.rewrite_from) if self.rewrite_from is not None else []
+
+    def options(self, spec: Spec) -> dict[str, Any]:
+        """The manifest's options (their keys predate the flag renames; kept for old manifests' readers)."""
+        return {"preset": self.preset, "spec": self.spec_file, "mode": self.kind, "from": self.rewrite_from,
+                "rows": self.rows, "rows_per_call": spec.rows_per_call, "base_url": self.base_url,
+                "model_name": self.generator_model, "api_key_env": self.api_key_env,
+                "temperature": self.temperature, "max_tokens": self.max_new_tokens,
+                "concurrency": self.concurrency, "max_retries": self.max_retries, "max_calls": self.max_calls}
+
+
+def first_prompt(request: GenerationRequest) -> str:
+    """The first prompt a run would send (`--dry-run`); nothing is called."""
+    request.check()
+    spec = request.spec()
+    if request.kind == "misaligned":
+        return misaligned_prompt(spec, spec.rows_per_call)
+    if request.kind == "benign":
+        if not spec.benign_domains:
+            raise UsageError(f"{spec.source}: benign mode needs 'benign_domains' in the spec")
+        return benign_prompt(spec.benign_domains[0], spec.rows_per_call)
+    first = rewrite_sources(request.source_records()[:1], request.rewrite_from)
+    if not first:
+        raise UsageError(f"{request.rewrite_from} has no rows")
+    return aligned_prompt(spec, first[0].user, first[0].assistant)
+
+
+@dataclass
+class GenerationRun:
+    """What a run did (`report`), at the request's prices; `to_dict` goes into the manifest."""
+
+    request: GenerationRequest
+    report: Report
+    resumed_rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report.to_dict(self.request.price_in, self.request.price_out)
+
+    def summary(self) -> str:
+        return self.report.summary(self.request.price_in, self.request.price_out)
+
+
+def run_generation(request: GenerationRequest, complete: Complete | None = None,
+                   on_resume: Callable[[int], None] | None = None) -> GenerationRun:
+    """Generate (or continue) `request.output` and write its manifest beside it.
+
+    `complete` defaults to `openai_completer` for the request's endpoint; `on_resume` hears how
+    many rows an earlier run left in the output.
+    """
+    from em_cli.artifacts.manifest import Manifest
+
+    request.check()
+    spec = request.spec()
+    source_records = request.source_records()
+    provenance = {"model": request.generator_model, "mode": request.kind,
+                  "spec": str(request.spec_file) if request.spec_file else None, "preset": request.preset}
+    if complete is None:
+        complete = openai_completer(request.generator_model, base_url=request.base_url,
+                                    api_key_env=request.api_key_env, temperature=request.temperature,
+                                    max_tokens=request.max_new_tokens, max_retries=request.max_retries,
+                                    timeout=request.timeout)
+    with ResumableJsonl(request.output) as sink:
+        resumed = len(sink.existing)
+        if resumed and on_resume:
+            on_resume(resumed)
+        if request.kind == "aligned":
+            report = generate_aligned(spec, complete, sink, source_records, source_name=request.rewrite_from,
+                                      rows=request.rows, concurrency=request.concurrency, provenance=provenance)
+        else:
+            report = generate_pairs(spec, request.kind, complete, sink, rows=request.rows,
+                                    concurrency=request.concurrency, provenance=provenance,
+                                    max_calls=request.max_calls)
+        sink.finish()
+    run = GenerationRun(request=request, report=report, resumed_rows=resumed)
+    inputs = [p for p in (request.spec_file, request.rewrite_from) if p is not None]
+    Manifest(command="dataset generate", options=request.options(spec), inputs=inputs,
+             results=run.to_dict()).write_beside(request.output)
+    return run

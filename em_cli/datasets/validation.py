@@ -141,6 +141,39 @@ def validate_file(path: str | Path) -> ValidationReport:
         return validate_lines(handle, name)
 
 
+@dataclass
+class FilesReport:
+    """The reports of several files checked together."""
+
+    reports: list[ValidationReport]
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [problem for report in self.reports for problem in report.problems]
+
+    @property
+    def empty_files(self) -> list[str]:
+        return [report.file for report in self.reports if report.rows == 0]
+
+    def summary(self) -> str:
+        """One line: the problem count, or `ok`, with the rows and the files they were in."""
+        rows = sum(report.rows for report in self.reports)
+        where = f"{len(self.reports)} files" if len(self.reports) > 1 else self.reports[0].file
+        problems = self.problems
+        if not problems:
+            return f"ok: {rows} rows, no problems ({where})"
+        bad = sum(report.bad_rows for report in self.reports)
+        return f"{len(problems)} problem{'s' * (len(problems) != 1)} in {bad} of {rows} rows ({where})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"problems": [problem.to_dict() for problem in self.problems], "summary": self.summary()}
+
+
+def validate_files(paths: Iterable[str | Path]) -> FilesReport:
+    """Validate each file (`validate_file`)."""
+    return FilesReport([validate_file(path) for path in paths])
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"

@@ -77,3 +77,12 @@ def parse_layers(spec: str | None, num_layers: int) -> list[int]:
     if bad:
         raise UsageError(f"layer {bad[0]} does not exist: the model has layers 0..{num_layers - 1}")
     return sorted(set(layers))
+
+
+def parse_layer(spec: str, num_layers: int) -> int:
+    """One layer, written as `parse_layers` reads it ('15', '-1'); a spec naming several is an error."""
+    layers = parse_layers(spec, num_layers)
+    if len(layers) != 1:
+        raise UsageError(f"--layer {spec!r} names {len(layers)} layers; this command uses one",
+                         hint="give one index, e.g. --layer 15")
+    return layers[0]
