@@ -41,3 +41,27 @@ def shared_data(name: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def send_json(handler, status: int, payload: dict) -> None:
+    """Answer an http.server request with a JSON body (for the fake servers in tests)."""
+    import json
+
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def kill_when_partial_has(proc, partial: Path, lines: int, timeout: float = 120) -> None:
+    """SIGKILL `proc` once its `OUTPUT.partial` holds `lines` complete lines (a crash mid-run)."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and (not partial.exists() or partial.read_text().count("\n") < lines):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

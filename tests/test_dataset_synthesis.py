@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from helpers import send_json
+
 from em_cli.artifacts.jsonl import ResumableJsonl, read_jsonl
 from em_cli.datasets.synthesis import (
     PRESETS,
@@ -395,12 +397,7 @@ class FakeOpenAI:
                 else:
                     payload = {"error": {"message": text.replace("{auth}", self.headers.get("Authorization", "")),
                                          "type": "error"}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload)
 
             def log_message(self, *args):
                 pass

@@ -134,3 +134,11 @@ def test_resume_with_other_settings_is_refused(tiny_llama, questions, tmp_path):
     assert _generate(tiny_llama, questions, out, "--limit", "1").code == 0
     result = _generate(tiny_llama, questions, out, "--temperature", "0.5")
     assert result.code == 2 and "different sampling" in result.stderr
+
+
+def test_progress_is_plain_lines_when_stderr_is_a_log_file(tiny_llama, questions, tmp_path):
+    # run_em captures stderr through a pipe, as a Makefile or nohup log would: no bar, plain lines.
+    result = _generate(tiny_llama, questions, tmp_path / "r.jsonl")
+    assert result.code == 0, result.stderr
+    assert "generating: 5/5 rows" in result.stderr
+    assert "\x1b[" not in result.stderr  # no terminal control codes in a log

@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from em_cli.models.loading import LoadOptions, load_model
 from em_cli.serving import ChatService, make_server
-from helpers import run_em
+from helpers import kill_when_partial_has, run_em
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +76,7 @@ def test_remote_generation_resumes_after_kill_9(server, questions, tmp_path):
     args = [sys.executable, "-m", "em_cli", "generate", "--base-url", url, "--served-model", "tiny-served",
             "--questions", str(many), "--max-new-tokens", "30", "--concurrency", "1", "-o", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial = tmp_path / "out.jsonl.partial"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not partial.exists() or partial.read_text().count("\n") < 2):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_partial_has(proc, tmp_path / "out.jsonl.partial", 2)
     assert not out.exists()
     result = run_em(*args[3:])
     assert result.code == 0, result.stderr

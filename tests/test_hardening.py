@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from em_cli.artifacts.tensors import TensorFile
-from helpers import run_em
+from helpers import kill_when_partial_has, run_em
 
 
 def _assert_clean_error(result, code=1, needle=None):
@@ -100,12 +100,7 @@ def test_kill_during_generate_then_rerun_loses_and_duplicates_nothing(tiny_llama
     args = [sys.executable, "-m", "em_cli", "generate", "-m", str(tiny_llama), "--questions", str(questions),
             "--max-new-tokens", "40", "--batch-size", "1", "-o", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial = tmp_path / "out.jsonl.partial"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not partial.exists() or partial.read_text().count("\n") < 2):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when_partial_has(proc, tmp_path / "out.jsonl.partial", 2)
     assert not out.exists()
     result = run_em(*args[3:])
     assert result.code == 0, result.stderr

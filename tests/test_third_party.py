@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from em_cli.artifacts.jsonl import read_jsonl, write_jsonl
-from helpers import run_em, shared_data
+from helpers import run_em, send_json, shared_data
 
 CORPUS = Path(__file__).parent / "data" / "third_party"
 
@@ -51,12 +51,7 @@ class ScriptedJudge:
                 self._send(200, outer.answer(body))
 
             def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload)
 
         self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.http.daemon_threads = True

@@ -121,36 +121,61 @@ def warn(message: str) -> None:
 
 
 class RowProgress:
-    """A progress bar on stderr counting rows, with generated tokens per second."""
+    """Progress on stderr counting rows, with generated tokens per second: a bar on a terminal;
+    elsewhere (a log file, a Makefile, nohup, CI) one plain line every `PLAIN_EVERY_S` seconds
+    and one at the end, so a long run never leaves an empty log."""
+
+    PLAIN_EVERY_S = 30.0
 
     def __init__(self, total: int, description: str, done: int = 0) -> None:
         import time
 
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         self._time = time.perf_counter
         self._started = self._time()
         self._tokens = 0
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err)
-        self._task = self._progress.add_task(description, total=total, completed=done, rate="")
+        self._total = total
+        self._done = done
+        self._description = description
+        self._plain = not err.is_terminal
+        self._last_line = self._started
+        self._progress = None
+        if not self._plain:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err)
+            self._task = self._progress.add_task(description, total=total, completed=done, rate="")
 
     def __enter__(self) -> RowProgress:
-        self._progress.start()
+        if self._progress is not None:
+            self._progress.start()
         return self
 
     def advance(self, rows: int, tokens: int = 0) -> None:
         self._tokens += tokens
-        elapsed = max(self._time() - self._started, 1e-9)
-        rate = f"{self._tokens / elapsed:.1f} tok/s" if self._tokens else ""
-        self._progress.update(self._task, advance=rows, rate=rate)
+        self._done += rows
+        if self._progress is not None:
+            rate = f"{self.tokens_per_second:.1f} tok/s" if self._tokens else ""
+            self._progress.update(self._task, advance=rows, rate=rate)
+        elif self._time() - self._last_line >= self.PLAIN_EVERY_S:
+            self._line()
 
     @property
     def tokens_per_second(self) -> float:
         return self._tokens / max(self._time() - self._started, 1e-9)
 
+    def _line(self) -> None:
+        self._last_line = self._time()
+        elapsed = self._last_line - self._started
+        rate = f", {self.tokens_per_second:.1f} tok/s" if self._tokens else ""
+        err.print(f"{self._description}: {self._done}/{self._total} rows, {elapsed:.0f} s{rate}",
+                  markup=False, highlight=False)
+
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._progress is not None:
+            self._progress.stop()
+        elif self._done or self._total:
+            self._line()
 
 
 class TrainingProgress:
