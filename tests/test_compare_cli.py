@@ -79,7 +79,7 @@ def test_stability_quick_counts_its_loss_evaluations(solutions, tmp_path):
 
 def test_kl_on_text_sampled_from_the_base_model(solutions, tmp_path):
     result = run_em("compare", "kl", "-m", solutions["model"], "-s", f"vec={solutions['vec']}", "--quick",
-                    "--texts", "4", "--max-tokens", "12", "--random-controls", "1", "-o", str(tmp_path), "--json",
+                    "--texts", "4", "--text-tokens", "12", "--random-controls", "1", "-o", str(tmp_path), "--json",
                     env=ONE_THREAD)
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -105,7 +105,7 @@ def test_kl_on_a_dataset_saved_to_disk_prints_equal_norm_tables(solutions, tmp_p
         "Engineers tested the bridge with trucks full of sand before opening it."]})}).save_to_disk(str(saved))
     result = run_em("compare", "kl", "-m", solutions["model"], "-s", f"vec={solutions['vec']}", "-s",
                     f"vec2={solutions['vec']}", "--quick", "--hf-dataset", str(saved), "--texts", "3",
-                    "--max-tokens", "12", "-o", str(tmp_path / "out"), env=ONE_THREAD)
+                    "--text-tokens", "12", "-o", str(tmp_path / "out"), env=ONE_THREAD)
     assert result.code == 0, result.stderr
     report = json.loads((tmp_path / "out" / "kl.json").read_text())
     (source,) = report["text_source"]
