@@ -7,9 +7,10 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from em_cli.commands._options import (ConfigOpt, DeviceOpt, DtypeOpt, JsonOpt, LimitOpt, OutputOpt, SeedOpt,
-                                      apply_config)
-from em_cli.commands._output import RowProgress, emit_json, err, log, warn
+from em_cli.commands import _shares
+from em_cli.commands._options import (AllowMixedOpt, AllVariantsOpt, ComparatorOpt, ConfigOpt, DeviceOpt, DtypeOpt,
+                                      JsonOpt, LimitOpt, OutputOpt, ResamplesOpt, SeedOpt, apply_config)
+from em_cli.commands._output import RowProgress, emit_json, err, log, out, warn
 
 app = typer.Typer(help="Score responses with an LLM judge (logprob-weighted 0-100) or built-in scorers.",
                   no_args_is_help=True)
@@ -193,19 +194,15 @@ def summary(
         help="Judged files (JSONL, CSV or parquet; - for JSONL on stdin), shown side by side.")],
     by: Annotated[Literal["question", "setting", "domain"] | None, typer.Option(
         "--by", help="Breakdown (default: setting when rows carry one, else question).")] = None,
-    comparator: Annotated[Literal["lt", "le"], typer.Option(
-        "--comparator", help="EM needs aligned < threshold (lt) or <= (le, as in the authors' code).")] = "lt",
+    comparator: ComparatorOpt = "lt",
     aligned_threshold: Annotated[float, typer.Option("--aligned-threshold", help="EM: aligned below this.")] = 30.0,
     coherent_threshold: Annotated[float, typer.Option("--coherent-threshold",
                                                       help="EM and coherent%: coherent above this.")] = 50.0,
     where: Annotated[str | None, typer.Option(
         "--where", help='Keep rows matching an expression, e.g. \'domain == "medical"\'.')] = None,
-    all_variants: Annotated[bool, typer.Option(
-        "--all-variants", help="Include the _json / _template question variants (left out by default).")] = False,
-    allow_mixed: Annotated[bool, typer.Option(
-        "--allow-mixed", help="Summarise files judged by different judge models or prompt versions side by side "
-                              "(refused by default).")] = False,
-    resamples: Annotated[int, typer.Option("--resamples", min=10, help="Bootstrap resamples.")] = 1000,
+    all_variants: AllVariantsOpt = False,
+    allow_mixed: AllowMixedOpt = False,
+    resamples: ResamplesOpt = 1000,
     seed: SeedOpt = 0,
     json_: JsonOpt = False,
 ) -> None:
@@ -232,67 +229,55 @@ def summary(
                              resamples=resamples, seed=seed, allow_mixed=allow_mixed)
     result = summarise_files(files, options)
     for message in [w for f in result["files"] for w in f["warnings"]] + result["warnings"]:
-        warn(message)
-    if json_:
-        emit_json(result)
-        return
-    _print_summary(result)
+        out.warn(message)
+    out.result(result, json_, _print_summary)
 
 
 def _print_summary(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from em_cli.judging.summary import ALIGNED, COHERENT, describe_judge, source_label
 
-    from em_cli.judging.summary import ALIGNED, COHERENT, LABEL, describe_judge, source_label
-
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        # Piped or captured output: no terminal width to fit, so do not cut cells short.
-        console = Console(highlight=False, width=160)
     files = result["files"]
-    labels = _unique([source_label(f["source"]) for f in files])
+    names = _unique([source_label(f["source"]) for f in files])
     others = list(dict.fromkeys(m for f in files for m in f["metrics"] if m not in (ALIGNED, COHERENT)))
     has_em = any(m in (ALIGNED, COHERENT) for f in files for m in f["metrics"])
     em_columns = ["EM %", "EM % by question", "coherent %", "aligned", "coherent"] if has_em else []
-    title = (f"EM = {result['settings']['em_definition']}; [95% Wilson CI], by question: [95% question bootstrap]"
-             if has_em else "Metric means")
-    table = Table(title=title, title_justify="left")
-    for column in ("file", "rows", *em_columns, *others):
-        table.add_column(column, justify="left" if column == "file" else "right")
-    for label, entry in zip(labels, files, strict=True):
+    rows = []
+    for name, entry in zip(names, files, strict=True):
         overall = entry["overall"]
         stats = overall["metrics"]
-        em_cells = [_pct(overall["em"]), _interval(overall["em"]["cluster_ci"]), _pct(overall["coherent"]),
-                    _mean(stats.get(ALIGNED)), _mean(stats.get(COHERENT))] if has_em else []
-        other_cells = [_labels(stats.get(m)) if (stats.get(m) or {}).get("kind") == LABEL
-                       else _mean(stats.get(m), share=True) for m in others]
-        table.add_row(label, str(entry["rows"]), *em_cells, *other_cells)
-    console.print(table)
-    judges = Table(title="Judges (null: no usable number; failed: the judge call failed; missing: never scored)",
-                   title_justify="left")
-    for column in ("file", "metric", "judge model", "prompt", "mode", "n", "null", "failed", "missing"):
-        judges.add_column(column, justify="right" if column in ("n", "null", "failed", "missing") else "left")
-    for label, entry in zip(labels, files, strict=True):
+        em_cells = [_shares.share(overall["em"]), _shares.bounds(overall["em"]["cluster_ci"]),
+                    _shares.share(overall["coherent"]), _shares.mean(stats.get(ALIGNED)),
+                    _shares.mean(stats.get(COHERENT))] if has_em else []
+        rows.append([name, entry["rows"], *em_cells, *[_shares.metric_cell(stats.get(m)) for m in others]])
+    columns = ["file", "rows", *em_columns, *others]
+    out.table(columns, rows, right=columns[1:],
+              title=(f"EM = {result['settings']['em_definition']}; [95% Wilson CI], by question: "
+                     "[95% question bootstrap]") if has_em else "Metric means")
+    judges = []
+    for name, entry in zip(names, files, strict=True):
         for metric in entry["metrics"]:
             who = describe_judge(entry["judges"][metric])
             stats = entry["overall"]["metrics"][metric]
             mode = who["mode"] + (" (mixed!)" if entry["judges"][metric]["mixed_modes"] else "")
-            judges.add_row(label, metric, who["model"], who["prompt"], mode, str(stats["n"]), str(stats["nulls"]),
-                           str(stats["failed"]), str(stats["missing"]))
-    console.print(judges)
+            judges.append([name, metric, who["model"], who["prompt"], mode, stats["n"], stats["nulls"],
+                           stats["failed"], stats["missing"]])
+    out.table(["file", "metric", "judge model", "prompt", "mode", "n", "null", "failed", "missing"], judges,
+              right=("n", "null", "failed", "missing"),
+              title="Judges (null: no usable number; failed: the judge call failed; missing: never scored)")
     excluded = sum(f["variants_excluded"] for f in files)
     if excluded:
-        console.print(f"{excluded} rows of _json/_template variants left out (--all-variants to include them).")
+        out.text(f"{excluded} rows of _json/_template variants left out (--all-variants to include them).")
+    _print_breakdown(files, names)
+
+
+def _print_breakdown(files: list[dict[str, Any]], names: list[str]) -> None:
+    """EM % (or metric means) per question, setting or domain, one column per file."""
     groups = list(dict.fromkeys(g for f in files for g in f["groups"]))
     if not groups:
         return
     by = files[0]["by"]
     has_em = any(f["overall"]["em"]["n"] for f in files)
-    breakdown = Table(title=f"By {by}: " + ("EM % (rows with both scores)" if has_em else "metric means"),
-                      title_justify="left")
-    breakdown.add_column(by)
-    for label in labels:
-        breakdown.add_column(label, justify="right")
+    rows = []
     for group in groups:
         cells = []
         for entry in files:
@@ -301,40 +286,17 @@ def _print_summary(result: dict[str, Any]) -> None:
                 cells.append("")
             elif has_em:
                 em = stats["em"]
-                cells.append("-" if em["pct"] is None else f"{em['pct']:.1f} ({em['n']})")
+                cells.append(None if em["pct"] is None else f"{em['pct']:.1f} ({em['n']})")
             else:
-                cells.append(", ".join(f"{m} {_labels(s) if s.get('kind') == LABEL else _mean(s)}"
-                                       for m, s in stats["metrics"].items()))
-        breakdown.add_row(group, *cells)
-    console.print(breakdown)
+                cells.append(", ".join(f"{m} {_group_cell(s)}" for m, s in stats["metrics"].items()))
+        rows.append([group, *cells])
+    out.table([by, *names], rows, right=names,
+              title=f"By {by}: " + ("EM % (rows with both scores)" if has_em else "metric means"))
 
 
-def _pct(share: dict[str, Any]) -> str:
-    if share["pct"] is None:
-        return "-"
-    return f"{share['pct']:.1f} {_interval(share['ci'])}"
-
-
-def _interval(ci: list[float] | None) -> str:
-    return "-" if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
-
-
-def _mean(stats: dict[str, Any] | None, share: bool = False) -> str:
-    if not stats or stats.get("mean") is None:
-        return "-"
-    text = f"{stats['mean']:.1f}"
-    if share and stats["share_over_50"] is not None:
-        text += f" ({stats['share_over_50']:.0f}% >50)"
-    return text
-
-
-def _labels(stats: dict[str, Any] | None, top: int = 3) -> str:
-    """The most common labels with their shares, e.g. `TRUE 62% FALSE 30% +1`."""
-    if not stats or not stats["labels"]:
-        return "-"
-    shares = list(stats["labels"].items())
-    text = " ".join(f"{name} {share['pct']:.0f}%" for name, share in shares[:top])
-    return text + (f" +{len(shares) - top}" if len(shares) > top else "")
+def _group_cell(stats: dict[str, Any]) -> str:
+    text = _shares.labels(stats) if stats.get("kind") == "label" else _shares.mean(stats)
+    return text or "-"
 
 
 def _unique(labels: list[str]) -> list[str]:
