@@ -10,7 +10,6 @@ forward pass covers prompt tokens or a generated token.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -78,6 +77,8 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: 
     log-probabilities; None records none."""
     import torch
 
+    from em_cli.models.layers import forward_arguments
+
     device = next(model.parameters()).device
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     batch = len(encoded)
@@ -92,10 +93,7 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: 
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
     stops = stop_token_ids(model, tokenizer)
-    accepted = inspect.signature(model.forward).parameters
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
-    # transformers 5.x renamed past_key_values to cache (the old name is deprecated).
-    cache_arg = "cache" if "cache" in accepted else "past_key_values"
+    extra, cache_arg = forward_arguments(model)
     history = [list(ids) for ids in encoded]  # for the repetition penalty
     generated: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[TokenLogprob]] = [[] for _ in range(batch)]

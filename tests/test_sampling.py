@@ -87,3 +87,19 @@ def test_row_seed_is_stable_and_distinct():
     assert row_seed(0, "q/0/0") == row_seed(0, "q/0/0")
     assert row_seed(0, "q/0/0") != row_seed(0, "q/0/1") != row_seed(1, "q/0/0")
     assert 0 <= row_seed(7, "x") < 2**63
+
+
+def test_sampling_through_a_peft_adapter_uses_no_deprecated_cache_argument(tiny_qwen):
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    from em_cli.models.loading import LoadOptions, load_model
+    from em_cli.sampling import SamplingSettings, sample
+
+    loaded = load_model(LoadOptions(model=str(tiny_qwen)))
+    model = get_peft_model(loaded.model, LoraConfig(r=2, target_modules=["q_proj"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sample(model, loaded.tokenizer, ["Hello there"], [1], SamplingSettings(max_new_tokens=4))
+    assert not [w for w in caught if "past_key_values" in str(w.message)]

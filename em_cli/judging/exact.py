@@ -25,7 +25,6 @@ repeated for the candidates, which run as one batch (or `chunk_size`-sized batch
 
 from __future__ import annotations
 
-import inspect
 import math
 import threading
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from em_cli.judging.judges import Judgement, judge_messages
 from em_cli.judging.scoring import HIGH, LOW, expectation
 from em_cli.endpoints import Usage
 from em_cli.models.batching import pad_token_id, right_pad
+from em_cli.models.layers import forward_arguments
 from em_cli.models.chat import render_prompt
 
 if TYPE_CHECKING:
@@ -83,9 +83,7 @@ def candidate_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     device = next(model.parameters()).device
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     ids = [candidate_token_ids(tokenizer, prompt_text, prompt_ids, c) for c in candidates]
-    accepted = inspect.signature(model.forward).parameters
-    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
-    cache_arg = "cache" if "cache" in accepted else "past_key_values"
+    keep_last, cache_arg = forward_arguments(model)
     pad_id = pad_token_id(tokenizer)
     results: list[float] = []
     with torch.no_grad():

@@ -33,6 +33,18 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return get_base() if callable(get_base) else model
 
 
+def forward_arguments(model: torch.nn.Module) -> tuple[dict[str, int], str]:
+    """What an incremental forward pass may pass: `({"logits_to_keep": 1} or {}, the name of
+    the cache argument)`. Read from the transformers model's own signature — a PEFT wrapper's
+    `forward(**kwargs)` would hide both (transformers 5 renamed `past_key_values` to `cache`
+    and warns on the old name at every step)."""
+    import inspect
+
+    accepted = inspect.signature(unwrap(model).forward).parameters
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+    return keep_last, "cache" if "cache" in accepted else "past_key_values"
+
+
 def decoder_layers(model: torch.nn.Module, path: str | None = None) -> torch.nn.ModuleList:
     """The decoder blocks, in order. `path` (or $EM_LAYERS_PATH) overrides the search."""
     import torch
