@@ -13,7 +13,7 @@ PY    := $(VENV)/bin/python
 EM    := $(VENV)/bin/em
 STAMP := $(VENV)/.em-installed
 
-.PHONY: install test test-fast demo clean-demo bench help
+.PHONY: install test test-fast demo clean-demo bench gpu-check help
 
 help:
 	@echo "make demo       run the em pipeline on SmolLM2 (offline, CPU)"
@@ -43,6 +43,12 @@ demo: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO)
+
+# By hand, on a machine with a CUDA GPU (never in CI): the CUDA paths the CPU suite cannot run.
+# `make gpu-check GPU_CHECK_ARGS=--dry-run` lists the checks anywhere.
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q trl
