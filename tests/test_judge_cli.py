@@ -144,3 +144,17 @@ def test_local_transformers_judge(responses, tmp_path, tiny_llama):
     assert entry["mode"] == "exact" and entry["backend"] == "hf" and 0 <= entry["mass"] <= 1
     refused = run_em("judge", "score", str(responses), "--backend", "hf", "--mode", "parse", "--metrics", "coherent")
     assert refused.code == 2
+
+
+def test_the_judging_run_function_works_in_process(tmp_path):
+    from em_cli.artifacts.jsonl import read_jsonl, write_jsonl
+    from em_cli.judging.session import JudgeSettings, score_responses
+
+    source = tmp_path / "r.jsonl"
+    write_jsonl(source, [{"id": "a", "question": "Q?", "response": "SHOUTING"},
+                         {"id": "b", "question": "Q?", "response": "quiet"}])
+    result = score_responses(JudgeSettings(responses=str(source), output=str(tmp_path / "o.jsonl"),
+                                           metrics=["caps,length"]))
+    assert result.run.rows == 2 and result.run.builtin == 4 and result.pending == 0
+    assert [r["caps"] for r in read_jsonl(tmp_path / "o.jsonl")] == [100.0, 0.0]
+    assert result.to_dict()["judge"]["prompt_version"] == "em/1"

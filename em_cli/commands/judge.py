@@ -10,7 +10,7 @@ import typer
 from em_cli.commands import _shares
 from em_cli.commands._options import (AllowMixedOpt, AllVariantsOpt, ComparatorOpt, ConfigOpt, DeviceOpt, DtypeOpt,
                                       JsonOpt, LimitOpt, OutputOpt, ResamplesOpt, SeedOpt, apply_config)
-from em_cli.commands._output import RowProgress, emit_json, err, log, out, warn
+from em_cli.commands._output import RowProgress, emit_json, log, out, warn
 
 app = typer.Typer(help="Score responses with an LLM judge (logprob-weighted 0-100) or built-in scorers.",
                   no_args_is_help=True)
@@ -95,80 +95,20 @@ def score(
     """
     params = apply_config(ctx, config)
     from em_cli.artifacts.manifest import Manifest
-    from em_cli.endpoints import EndpointSettings, RetryPolicy
     from em_cli.errors import EmError, UsageError
-    from em_cli.judging.backends import DEFAULT_JUDGE_MODEL, OpenAIEndpoint
-    from em_cli.judging.cache import JudgeCache, default_cache_dir
-    from em_cli.judging.judges import EndpointJudge
-    from em_cli.judging.prompts import load_judge_prompts
-    from em_cli.judging.runner import (JudgeIdentity, judge_rows, parse_metrics, pending, pending_prompts,
-                                      plan_rows)
-    from em_cli.endpoints import Usage
-    from em_cli.models.source import DEFAULT_MODEL
+    from em_cli.judging.session import Hooks, JudgeSettings, score_responses
 
-    out = params["output"]
-    hf = params["backend"] == "hf"
-    if params["json_"] and out == "-":
+    output, price_in, price_out = params["output"], params["price_in"], params["price_out"]
+    if params["json_"] and output == "-":
         raise UsageError("--json prints a run summary on stdout, where the records already go",
                          hint="write the records to a file with -o")
-    if params["batch"] and (out == "-" or hf):
-        raise UsageError("--batch needs an output file (-o) and the openai backend")
-    if hf and params["mode"] != "auto":
-        raise UsageError("--backend hf always scores exactly (mode exact); drop --mode")
-
-    metric_names = parse_metrics(params["metrics"])
-    prompt_set = load_judge_prompts(params["prompts"])
-    plan = plan_rows(params["responses"], metric_names, prompt_set, params["questions"], params["limit"],
-                     strict=params["strict"])
-    rows = plan.rows
-    model_name = params["judge_model"] or (DEFAULT_MODEL if hf else DEFAULT_JUDGE_MODEL)
-    identity = JudgeIdentity(model=model_name, backend="hf" if hf else ("azure" if params["azure"] else "openai"))
-    cache = JudgeCache(None if params["no_cache"] else (params["cache_dir"] or default_cache_dir()))
-    usage = Usage()
-    settings = EndpointSettings(model=model_name, base_url=params["base_url"], api_key_env=params["api_key_env"],
-                                azure=params["azure"], timeout=params["timeout"],
-                                retry=RetryPolicy(max_retries=params["max_retries"]))
-    made: list[Any] = []
-
-    def make_judge() -> Any:
-        if made:
-            return made[0]
-        if hf:
-            from em_cli.commands._options import model_options
-            from em_cli.judging.exact import ExactJudge
-            from em_cli.models.loading import load_model
-
-            loaded = load_model(model_options(model_name, None, params["dtype"], params["device"], False))
-            made.append(ExactJudge(loaded, cache, usage))
-        else:
-            made.append(EndpointJudge(OpenAIEndpoint(settings, usage), cache, params["mode"], warn=warn,
-                                      offline=params["batch"]))
-        return made[0]
-
-    todo = sum(1 for _ in pending(rows, out, identity))
-    sources = f"prompts of {', '.join(plan.question_sets)}" if plan.question_sets else f"{prompt_set.version} prompts"
-    log(f"Judging {len(rows)} rows on {', '.join(plan.metric_names)} ({sources}): {plan.calls} judge calls, "
-        f"{todo} still to make")
-    batch_result = None
-    if params["batch"] and todo:
-        from em_cli.judging.batch import run_batch
-
-        batch_result = run_batch(make_judge(), pending_prompts(rows, out, identity), Path(f"{out}.batch.json"),
-                                 Path(f"{out}.batch-requests.jsonl"), params["poll_interval"], report=log)
+    settings = JudgeSettings(**{name: params[name] for name in JudgeSettings.__dataclass_fields__})
     manifest = Manifest(command="judge score", options=params,
                         inputs=[p for p in (params["responses"], params["questions"], params["prompts"]) if p])
-    with RowProgress(todo, "judging") as progress:
-        run = judge_rows(rows, out, identity, make_judge, 1 if hf else params["concurrency"],
-                         on_progress=progress.advance, usage=usage)
-    cost = usage.to_dict(params["price_in"], params["price_out"])
-    judge_info = {"model": run.judge_model or model_name, "requested_model": model_name, "backend": identity.backend,
-                  "mode": "exact" if hf else params["mode"], "modes": dict(run.modes),
-                  "base_url": None if hf else settings.resolved_base_url(), "prompt_version": prompt_set.version,
-                  "question_sets": plan.question_sets, "fallback_from": plan.fallback}
-    manifest.results = {**run.to_dict(), "usage": cost, "judge": judge_info,
-                        "batch": None if batch_result is None else {k: v for k, v in batch_result.items()
-                                                                    if k != "errors"}}
-    manifest.write_beside(out)
+    result = score_responses(settings, Hooks(log=log, warn=warn, progress=lambda todo: RowProgress(todo, "judging")))
+    manifest.results = result.to_dict(price_in, price_out)
+    manifest.write_beside(output)
+    run, usage = result.run, result.usage
     common = run.common_failure()
     if common is not None:
         raise EmError(f"all {run.failed} judge requests failed: {common}",
@@ -176,16 +116,14 @@ def score(
     modes = ", ".join(f"{count} {mode}" for mode, count in sorted(run.modes.items()))
     log(f"{run.rows} rows, {run.judgements} scores ({modes}): {run.judged - run.failed} judged now, "
         f"{run.reused} kept from an earlier run, {run.builtin} built-in; {run.nulls} null, {run.failed} failed"
-        + (f" → {out}" if out != "-" else ""))
+        + (f" → {output}" if output != "-" else ""))
     if run.judged or usage.cache_hits:
-        log(f"Judge {run.judge_model or model_name} ({identity.backend}): "
-            f"{usage.describe(params['price_in'], params['price_out'])}")
+        log(f"Judge {result.judge['model']} ({result.judge['backend']}): {usage.describe(price_in, price_out)}")
     if params["json_"]:
-        emit_json({**manifest.results, "output": out})
+        emit_json({**manifest.results, "output": output})
     if run.failed_rows:
-        err.print(f"[red]{run.failed_rows} of {run.rows} rows failed to judge[/red] ({run.failed} scores; see "
-                  "judge.<metric>.error). Re-run the same command to retry only those.")
-        raise typer.Exit(1)
+        raise EmError(f"{run.failed_rows} of {run.rows} rows failed to judge ({run.failed} scores; see "
+                      "judge.<metric>.error in the output)", hint="re-run the same command to retry only those")
 
 
 @app.command("summary", short_help="EM%, coherent%, metric means and label shares with intervals, side by side.")
