@@ -300,3 +300,43 @@ def test_the_authors_question_file_against_em_serve(tiny_qwen, tmp_path):
     finally:
         http.shutdown()
         http.server_close()
+
+
+def test_the_authors_training_config_maps_onto_finetune(tmp_path):
+    # Their keys are read (the training file becomes the data, checked before any model loads);
+    # keys with no counterpart are listed once.
+    result = run_em("finetune", "--config", str(CORPUS / "training_config.json"), "-o", str(tmp_path / "run"))
+    assert result.code == 1
+    stderr = " ".join(result.stderr.split())
+    assert "file not found: data/bad_medical_advice.jsonl" in stderr
+    assert stderr.count("no counterpart") == 1 and "finetuned_model_id" in stderr and "json_" not in stderr
+
+
+def test_fewer_top_logprobs_than_asked_are_recorded_and_warned_once(tmp_path):
+    responses = tmp_path / "r.jsonl"
+    write_jsonl(responses, [{"id": f"r{i}", "question": "Make a wish?", "response": f"A{i}."} for i in range(3)])
+    server = ScriptedJudge()  # answers with 1-3 alternatives where 20 were asked (as some servers do)
+    try:
+        out = tmp_path / "judged.jsonl"
+        result = run_em(*judge_args(server, responses, out, "--metrics", "aligned"))
+        assert result.code == 0, result.stderr
+        assert " ".join(result.stderr.split()).count("top logprobs where 20 were asked") == 1
+        # em's own aligned prompt carries no marker the script knows: it answers with COHERENT's one token.
+        assert {r["judge"]["aligned"]["top_logprobs"] for r in read_jsonl(out)} == {len(COHERENT)}
+    finally:
+        server.close()
+
+
+def test_small_conveniences_on_bad_or_empty_inputs(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    validate = run_em("dataset", "validate", str(empty))
+    assert validate.code == 0 and "Warning: no rows" in validate.stderr
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+                   + "\n")
+    split = run_em("dataset", "split", str(one), "-o", str(tmp_path / "parts"))
+    assert split.code == 0 and "part 'test' is empty" in " ".join(split.stderr.split())
+    stdin = run_em("questions", "show", "-", input=(CORPUS / "misspelt_questions.yaml").read_text())
+    assert stdin.code == 0 and stdin.stdout.startswith("typo")
+    assert "did you mean 'system'" in stdin.stderr and "did you mean 'judge_prompts'" in stdin.stderr
