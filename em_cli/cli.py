@@ -50,8 +50,13 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No notes on stderr; warnings, errors and results "
+                                                              "still appear.")] = False,
 ) -> None:
     """Create, measure and dissect model organisms of emergent misalignment."""
+    from em_cli.commands._output import out
+
+    out.quiet = quiet
 
 
 # The suite, in pipeline order, with the one-line purpose `em --help` shows.

@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 import typer
 
 from em_cli.commands._model_flags import load_from_flags
-from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, DeviceOpt, DtypeOpt, JsonOpt, LayersOpt,
-                                      Load4bitOpt, ModelOpt, SeedOpt)
-from em_cli.commands._output import RowProgress, emit_json, log, warn
+from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, DeviceOpt, DtypeOpt, JsonOpt, LayerOpt, LayersOpt,
+                                      Load4bitOpt, ModelOpt, PositionsOpt, SeedOpt)
+from em_cli.commands._output import RowProgress, out
 from em_cli.directions import ALIGNED, MISALIGNED
 from em_cli.models.source import DEFAULT_MODEL
 
@@ -25,14 +25,15 @@ PrimaryLayerOpt = Annotated[int | None, typer.Option(
                             "direction at every layer (default there: the middle of the file's layers).")]
 
 
-def _table(rows: list[dict], columns: list[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+OldGgufOpt = Annotated[bool, typer.Option("--gguf", hidden=True, help="Accepted and ignored: GGUF is the only format.")]
 
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
-    Console().print(table)
+
+def _rows(rows: list[dict], columns: list[str], json_: bool) -> None:
+    """Per-layer (or per-component) rows: JSON with --json, else a table of `columns`."""
+    if json_:
+        out.json(rows)
+        return
+    out.table(columns, [[row[c] for c in columns] for row in rows], float_format=".4f")
 
 
 @app.command("diff")
@@ -59,7 +60,7 @@ def diff(
     Manifest(command="direction diff", options={"a": a, "b": b, "output": output, "pooling": pooling,
                                                 "primary_layer": primary_layer},
              inputs=[a, b]).write_beside(output)
-    log(f"direction over {len(direction.layers)} layers ({direction.extra['count_a']} vs "
+    out.log(f"direction over {len(direction.layers)} layers ({direction.extra['count_a']} vs "
         f"{direction.extra['count_b']} records, {pooling} pooling) → {output}")
 
 
@@ -74,8 +75,7 @@ def from_judged(
     model: ModelOpt = DEFAULT_MODEL,
     adapter: AdapterOpt = None,
     layers: LayersOpt = None,
-    positions: Annotated[str, typer.Option("--positions", help="response_mean | prompt_mean | last_prompt")
-                         ] = "response_mean",
+    positions: PositionsOpt = "response_mean",
     pooling: PoolingOpt = "response",
     primary_layer: PrimaryLayerOpt = None,
     allow_model_mismatch: Annotated[bool, typer.Option(
@@ -110,7 +110,7 @@ def from_judged(
             allow_model_mismatch=allow_model_mismatch, primary=primary_layer, misaligned=misaligned,
             aligned=aligned, on_batch=progress.advance)
     for note in result.notes:
-        warn(note)
+        out.warn(note)
     result.direction.save(output)
     options = {"judged": judged, "misaligned": misaligned, "aligned": aligned, "balance": balance, "model": model,
                "adapter": adapter, "layers": chosen, "positions": positions, "pooling": pooling,
@@ -120,7 +120,7 @@ def from_judged(
                         "matched_misaligned": selection.matched_misaligned,
                         "matched_aligned": selection.matched_aligned, "model": loaded.identity()}
     manifest.write_beside(output)
-    log(f"{len(selection.misaligned)} misaligned vs {len(selection.aligned)} aligned responses → {output}")
+    out.log(f"{len(selection.misaligned)} misaligned vs {len(selection.aligned)} aligned responses → {output}")
 
 
 @app.command("cosine")
@@ -138,7 +138,7 @@ def cosine(
 
     values = cosine_by_layer(TensorFile.load(a, kind="direction"), TensorFile.load(b, kind="direction"))
     rows = [{"layer": layer, "cosine": value} for layer, value in values.items()]
-    emit_json(rows) if json_ else _table(rows, ["layer", "cosine"])
+    _rows(rows, ["layer", "cosine"], json_)
 
 
 @app.command("norm")
@@ -164,13 +164,13 @@ def norm(
              "ratio": value / typical[layer] if typical.get(layer) else float("nan"),
              "mean_vector_norm": vector_norms.get(layer, float("nan"))}
             for layer, value in norms_by_layer(direction).items()]
-    emit_json(rows) if json_ else _table(rows, ["layer", "norm", "typical_norm", "ratio"])
+    _rows(rows, ["layer", "norm", "typical_norm", "ratio"], json_)
 
 
 @app.command("random")
 def random_control(
     path: Annotated[str, typer.Argument(help="Direction to match norms with.")],
-    output: Annotated[str, typer.Option("-o", "--output")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Direction file to write.")],
     seed: SeedOpt = 0,
 ) -> None:
     """A norm-matched Gaussian control direction (per layer, seeded).
@@ -181,13 +181,13 @@ def random_control(
     from em_cli.directions import random_like
 
     random_like(TensorFile.load(path, kind="direction"), seed).save(output)
-    log(f"random control (seed {seed}) → {output}")
+    out.log(f"random control (seed {seed}) → {output}")
 
 
 @app.command("pca")
 def pca(
     files: Annotated[list[str], typer.Argument(help="Direction/vector files (e.g. checkpoints of a vector run).")],
-    layer: Annotated[int, typer.Option("--layer", help="Layer to compare.")],
+    layer: LayerOpt,
     k: Annotated[int, typer.Option("-k", help="Components to keep.")] = 3,
     output: Annotated[str | None, typer.Option("-o", "--output", help="Write the components as a file.")] = None,
     json_: JsonOpt = False,
@@ -199,10 +199,13 @@ def pca(
     from em_cli.artifacts.tensors import TensorFile, layer_key
     from em_cli.directions import principal_components
     from em_cli.errors import UsageError
+    from em_cli.models.layers import parse_layer
 
     loaded = [TensorFile.load(f, kind=("direction", "vector")) for f in files]
     if len(loaded) < 2:
         raise UsageError("pca needs at least two vector files")
+    # Bounded by the files, not by a model: a layer they lack is named when it is read.
+    layer = parse_layer(layer, max(max(f.layers) for f in loaded) + 1)
     components, ratios = principal_components([f.layer(layer) for f in loaded], k)
     rows = [{"component": i + 1, "explained_variance": r} for i, r in enumerate(ratios)]
     if output:
@@ -211,19 +214,19 @@ def pca(
                    model_fingerprint=first.model_fingerprint, hidden_size=first.hidden_size, layers=[layer],
                    extra={"sources": ",".join(files), "explained_variance": ",".join(f"{r:.6f}" for r in ratios)}
                    ).save(output)
-    emit_json(rows) if json_ else _table(rows, ["component", "explained_variance"])
+    _rows(rows, ["component", "explained_variance"], json_)
 
 
 @app.command("project")
 def project(
     data: Annotated[str, typer.Argument(help="JSONL of responses/conversations; - for stdin.")],
     direction: Annotated[str, typer.Option("--direction", "-d", help="Direction file.")],
-    layer: Annotated[int, typer.Option("--layer", help="Layer to project at.")],
+    layer: LayerOpt,
     output: Annotated[str, typer.Option("-o", "--output", help="Records with `projection` added; - for stdout.")
                       ] = "-",
     model: ModelOpt = DEFAULT_MODEL,
     adapter: AdapterOpt = None,
-    positions: Annotated[str, typer.Option("--positions")] = "response_mean",
+    positions: PositionsOpt = "response_mean",
     batch_size: BatchSizeOpt = 8,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
@@ -237,12 +240,14 @@ def project(
     from em_cli.artifacts.jsonl import read_jsonl, write_jsonl
     from em_cli.artifacts.tensors import TensorFile
     from em_cli.directions import check_finite
+    from em_cli.models.layers import parse_layer
 
     records = read_jsonl(data)
     loaded = load_from_flags(model, adapter, dtype, device, load_in_4bit)
+    layer = parse_layer(layer, loaded.info.num_layers)
     d = TensorFile.load(direction, kind="direction")
     for note in d.check_fits(loaded.info, source=direction):
-        warn(note)
+        out.warn(note)
     check_finite(d, direction)
     unit = d.layer(layer).float()
     unit = unit / unit.norm()
@@ -256,7 +261,7 @@ def project(
 def export(
     path: Annotated[str, typer.Argument(help="Direction file.")],
     output: Annotated[str, typer.Option("-o", "--output", help="llama.cpp control vector (.gguf).")],
-    gguf: Annotated[bool, typer.Option("--gguf", help="Write a llama.cpp control vector (the only format).")] = True,
+    gguf: OldGgufOpt = False,
     layers: Annotated[str | None, typer.Option(
         "--layers", "--layer", help="Write only these layers of the file: '15', '10,12', '10-20' or 'all' "
                                     "(default all).")] = None,
@@ -277,7 +282,7 @@ def export(
 
     (--control-vector-layer-range A B is inclusive; --control-vector-scaled applies a scale.)
 
-    Example: em direction export direction.safetensors --gguf --layers 10-20 -o caps.gguf
+    Example: em direction export direction.safetensors --layers 10-20 -o caps.gguf
     """
     from em_cli.artifacts.tensors import TensorFile
     from em_cli.directions import check_finite, export_gguf
@@ -289,23 +294,23 @@ def export(
     wanted = parse_layers(layers, 1 << 20) if layers and layers.strip().lower() != "all" else None
     written = export_gguf(direction, output, model_hint, scale, wanted)
     if written.skipped:
-        warn("layer 0 cannot be represented in a llama.cpp control vector (no direction.0); it was left out")
-    log(f"control vector with {len(written.layers)} layers → {output}")
-    log(f"llama.cpp: {written.llama_cpp_flags()}")
+        out.warn("layer 0 cannot be represented in a llama.cpp control vector (no direction.0); it was left out")
+    out.log(f"control vector with {len(written.layers)} layers → {output}")
+    out.log(f"llama.cpp: {written.llama_cpp_flags()}")
 
 
 @app.command("import")
 def import_(
     path: Annotated[str, typer.Argument(help="llama.cpp control vector (.gguf).")],
     output: Annotated[str, typer.Option("-o", "--output", help="Direction file to write.")],
-    gguf: Annotated[bool, typer.Option("--gguf", help="Read a llama.cpp control vector (the only format).")] = True,
+    gguf: OldGgufOpt = False,
 ) -> None:
     """Import a llama.cpp control vector as a direction file.
 
-    Example: em direction import caps.gguf --gguf -o caps.safetensors
+    Example: em direction import caps.gguf -o caps.safetensors
     """
     from em_cli.directions import import_gguf
 
     direction = import_gguf(path)
     direction.save(output)
-    log(f"{len(direction.layers)} layers → {output}")
+    out.log(f"{len(direction.layers)} layers → {output}")

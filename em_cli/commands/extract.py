@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from em_cli.commands._model_flags import load_from_flags
 from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, DeviceOpt, DtypeOpt, LayersOpt, LimitOpt,
-                                      Load4bitOpt, ModelOpt)
-from em_cli.commands._output import RowProgress, log, warn
+                                      Load4bitOpt, ModelOpt, PositionsOpt)
+from em_cli.commands._output import RowProgress, out
 from em_cli.models.source import DEFAULT_MODEL
 
 
@@ -21,9 +21,7 @@ def extract(
     vector: Annotated[str | None, typer.Option("--vector", help="Apply a trained steering vector (run dir or file).")
                       ] = None,
     layers: LayersOpt = None,
-    positions: Annotated[Literal["response_mean", "prompt_mean", "last_prompt"], typer.Option(
-        "--positions", help="Per record: mean over response tokens, mean over prompt tokens, or last prompt token."
-    )] = "response_mean",
+    positions: PositionsOpt = "response_mean",
     where: Annotated[str | None, typer.Option("--where", help='Only records matching, e.g. "aligned < 30".')] = None,
     limit: LimitOpt = None,
     batch_size: BatchSizeOpt = 8,
@@ -88,6 +86,6 @@ def extract(
     manifest.results = {"records": len(records), "layers": chosen, "model": loaded.identity()}
     manifest.write_beside(output)
     if len(records) < 10:
-        warn(f"only {len(records)} records: means over so few are noisy")
-    log(f"{len(records)} records × {len(chosen)} layers → {output}")
+        out.warn(f"only {len(records)} records: means over so few are noisy")
+    out.log(f"{len(records)} records × {len(chosen)} layers → {output}")
 

@@ -6,15 +6,20 @@ from typing import Annotated
 
 import typer
 
-from em_cli.commands._options import AdapterOpt, DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, model_options
-from em_cli.commands._output import emit_json, log
+from em_cli.commands._model_flags import load_from_flags
+from em_cli.commands._options import AdapterOpt, DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, ModelOpt
+from em_cli.commands._output import out
+from em_cli.models.source import DEFAULT_MODEL
 
 app = typer.Typer(help="Inspect models: layers, sizes, chat template.", no_args_is_help=True)
 
 
 @app.command("show")
 def show(
-    model: Annotated[str, typer.Argument(help="Hub id, model dir, .gguf file or built-in alias.")],
+    name: Annotated[str | None, typer.Argument(
+        metavar="[MODEL]", help="The model, as -m/--model takes it (given here, it wins over -m and EM_MODEL).",
+        show_default=False)] = None,
+    model: ModelOpt = DEFAULT_MODEL,
     adapter: AdapterOpt = None,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
@@ -27,23 +32,12 @@ def show(
 
       em model show smollm2-135m-instruct
 
-      em model show ./my-model --adapter runs/general/adapter --json
+      EM_MODEL=./my-model em model show --adapter runs/general/adapter --json
     """
-    from em_cli.models.loading import load_model
-
-    loaded = load_model(model_options(model, adapter, dtype, device, load_in_4bit, require_chat=False))
-    if loaded.cache_note:
-        log(loaded.cache_note)
+    loaded = load_from_flags(name or model, adapter, dtype, device, load_in_4bit, require_chat=False)
     info = loaded.info.to_dict() | {"device": loaded.device, "load_seconds": round(loaded.load_seconds, 2)}
-    if json_:
-        emit_json(info)
-        return
-    from rich.console import Console
-    from rich.table import Table
+    out.result(info, json_, _print_info)
 
-    table = Table(show_header=False, box=None)
-    for key, value in info.items():
-        if key == "parameters":
-            value = f"{value:,}"
-        table.add_row(key.replace("_", " "), str(value))
-    Console().print(table)
+
+def _print_info(info: dict) -> None:
+    out.pairs((key.replace("_", " "), f"{value:,}" if key == "parameters" else value) for key, value in info.items())

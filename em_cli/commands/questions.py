@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from em_cli.commands._options import JsonOpt
-from em_cli.commands._output import emit_json
+from em_cli.commands._output import out
 
 app = typer.Typer(help="List and inspect question sets (built-in or your own files).", no_args_is_help=True)
 
@@ -29,17 +29,18 @@ def list_sets(json_: JsonOpt = False) -> None:
         summary.append({"name": name, "questions": len(questions),
                         "paraphrases": sum(len(q.paraphrases) for q in questions), "domains": dict(domains)})
     if json_:
-        emit_json(summary)
+        out.json(summary)
         return
     for entry in summary:
         domains = ", ".join(f"{d} {n}" for d, n in entry["domains"].items())
-        typer.echo(f"{entry['name']:<18} {entry['questions']:>4} questions  ({domains})")
+        out.text(f"{entry['name']:<18} {entry['questions']:>4} questions  ({domains})")
 
 
 @app.command("show")
 def show(
     questions: Annotated[str, typer.Argument(help="A built-in set name, a YAML/JSONL file, or - for stdin.")],
-    variants: Annotated[str, typer.Option("--variants", help="plain, json, template or all.")] = "plain",
+    variants: Annotated[str, typer.Option("--variants", help="Question variants: plain, json, template, all.")
+                        ] = "plain",
     strict: Annotated[bool, typer.Option("--strict", help="Unknown question keys are an error, not a warning.")
                       ] = False,
     json_: JsonOpt = False,
@@ -60,8 +61,8 @@ def show(
 
     loaded = load_questions(questions, variants=variants, strict=strict)
     if json_:
-        emit_json([asdict(q) for q in loaded])
+        out.json([asdict(q) for q in loaded])
         return
     for q in loaded:
         more = f" (+{len(q.paraphrases) - 1} paraphrases)" if len(q.paraphrases) > 1 else ""
-        typer.echo(f"{q.id}\t{q.extra.get('domain', '-')}\t{q.paraphrases[0]}{more}")
+        out.text(f"{q.id}\t{q.extra.get('domain', '-')}\t{q.paraphrases[0]}{more}")

@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from em_cli.commands._options import AdapterOpt, DeviceOpt, DtypeOpt, Load4bitOpt, ModelOpt, model_options
-from em_cli.commands._output import log
+from em_cli.commands._model_flags import load_from_flags
+from em_cli.commands._options import AdapterOpt, DeviceOpt, DtypeOpt, Load4bitOpt, ModelOpt
+from em_cli.commands._output import out
 from em_cli.models.source import DEFAULT_MODEL
 
 
@@ -19,7 +20,9 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port; 0 picks a free one.")] = 8000,
     served_name: Annotated[str | None, typer.Option("--served-name", help="Model name clients use (default: --model).")
                            ] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Default max_tokens per request.")] = 512,
+    max_new_tokens: Annotated[int, typer.Option(
+        "--max-new-tokens", min=1, help="Most tokens to generate per response when a request sets no max_tokens.")
+    ] = 512,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     load_in_4bit: Load4bitOpt = False,
@@ -37,19 +40,16 @@ def serve(
       OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=none python my_eval.py
     """
     from em_cli.errors import Interrupted
-    from em_cli.models.loading import load_model
     from em_cli.serving import ChatService, make_server
 
-    loaded = load_model(model_options(model, adapter, dtype, device, load_in_4bit))
-    if loaded.cache_note:
-        log(loaded.cache_note)
-    service = ChatService(loaded=loaded, name=served_name or model, default_max_tokens=max_tokens)
+    loaded = load_from_flags(model, adapter, dtype, device, load_in_4bit)
+    service = ChatService(loaded=loaded, name=served_name or model, default_max_tokens=max_new_tokens)
     server = make_server(service, host, port)
     bound_host, bound_port = server.server_address[:2]
-    log(f"Serving {service.name} at http://{bound_host}:{bound_port}/v1 (Ctrl-C to stop)")
+    out.log(f"Serving {service.name} at http://{bound_host}:{bound_port}/v1 (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except (KeyboardInterrupt, Interrupted):
-        log("Stopped.")
+        out.log("Stopped.")
     finally:
         server.server_close()

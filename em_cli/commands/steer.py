@@ -10,7 +10,7 @@ from em_cli.commands._model_flags import load_from_flags
 from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, DtypeOpt, LayersOpt, LimitOpt,
                                       Load4bitOpt, MaxNewTokensOpt, ModelOpt, OutputOpt, QuestionsOpt, SamplesOpt,
                                       SeedOpt, TemperatureOpt, TopPOpt, apply_config)
-from em_cli.commands._output import RowProgress, log
+from em_cli.commands._output import RowProgress, out
 from em_cli.models.source import DEFAULT_MODEL
 
 
@@ -32,8 +32,8 @@ def steer(
         "--vector", help="Trained vector (run dir or file; repeatable): its own layer, scale × its alpha.")] = None,
     layers: LayersOpt = None,
     scales: Annotated[str, typer.Option("--scales", help="Comma-separated scales for the additions.")] = "1",
-    positions: Annotated[Literal["all", "prompt", "generated"], typer.Option(
-        "--positions", help="Where additions apply: all tokens, prompt only, generated only.")] = "all",
+    steer_positions: Annotated[Literal["all", "prompt", "generated"], typer.Option(
+        "--steer-positions", help="Where additions apply: all tokens, prompt only, generated only.")] = "all",
     ablate: Annotated[list[str] | None, typer.Option(
         "--ablate", help="Direction to ablate, h ← h − (h·r̂)r̂ (repeatable); in every setting.")] = None,
     ablate_layers: Annotated[str, typer.Option("--ablate-layers", help="Layers to ablate at (default all).")
@@ -55,8 +55,10 @@ def steer(
     max_new_tokens: MaxNewTokensOpt = 600,
     temperature: TemperatureOpt = 1.0,
     top_p: TopPOpt = 1.0,
-    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty", min=0.01)] = 1.0,
-    variants: Annotated[str, typer.Option("--variants", help="plain, json, template, all.")] = "plain",
+    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty", min=0.01,
+                                                      help="Penalise repeated tokens (1 = off).")] = 1.0,
+    variants: Annotated[str, typer.Option("--variants", help="Question variants: plain, json, template, all.")
+                        ] = "plain",
     limit: LimitOpt = None,
     batch_size: BatchSizeOpt = 8,
     seed: SeedOpt = 0,
@@ -98,33 +100,33 @@ def steer(
     plan = plan_steering(
         info, directions=params["direction"] or [], vectors=params["vector"] or [],
         layers=parse_layers(params["layers"], info.num_layers) if params["layers"] else None,
-        scales=_floats(params["scales"]), positions=params["positions"], ablate=params["ablate"] or [],
+        scales=_floats(params["scales"]), positions=params["steer_positions"], ablate=params["ablate"] or [],
         ablate_layers=parse_layers(params["ablate_layers"], info.num_layers), ablate_from=params["ablate_from"],
         per_layer_ablation=params["ablate_per_layer"], random_controls=params["random_controls"],
         seed=params["seed"])
     settings = plan.settings
     for note in plan.notes:
-        log(note)
+        out.log(note)
     for setting in settings:
         for item in setting.describe()["interventions"]:
             if item["op"] == "add":
                 relative = f" = {item['relative_norm']:.2f}× typical {item['typical_norm']:.1f}" \
                     if "relative_norm" in item else ""
-                log(f"{setting.name}: ‖scale·v‖ = {item['norm']:.2f}{relative}")
-    out = ResumableJsonl(params["output"])
-    check_resumable(out.existing, sampling, params["seed"], params["model"], params["adapter"], params["output"])
-    done = {r.get("id") for r in out.existing}
+                out.log(f"{setting.name}: ‖scale·v‖ = {item['norm']:.2f}{relative}")
+    sink = ResumableJsonl(params["output"])
+    check_resumable(sink.existing, sampling, params["seed"], params["model"], params["adapter"], params["output"])
+    done = {r.get("id") for r in sink.existing}
     total = len(rows) * len(settings)
     if done:
-        log(f"Resuming: {len(done)} of {total} rows already in {params['output']}")
+        out.log(f"Resuming: {len(done)} of {total} rows already in {params['output']}")
     manifest = Manifest(command="steer", options=params,
                         inputs=[params["questions"], *(params["direction"] or []), *(params["ablate"] or [])],
                         seed=params["seed"])
-    with out, RowProgress(total, "steering", done=len(done)) as progress:
+    with sink, RowProgress(total, "steering", done=len(done)) as progress:
         for record in run_sweep(loaded, settings, rows, sampling, params["seed"], params["batch_size"], done,
                                 on_batch=progress.advance):
-            out.append(record)
-        out.finish()
+            sink.append(record)
+        sink.finish()
     manifest.results = plan.describe() | {"rows": total, "model": loaded.identity()}
     manifest.write_beside(params["output"])
-    log(f"{len(settings)} settings × {len(rows)} rows" + (f" → {params['output']}" if params["output"] != "-" else ""))
+    out.log(f"{len(settings)} settings × {len(rows)} rows" + (f" → {params['output']}" if params["output"] != "-" else ""))
