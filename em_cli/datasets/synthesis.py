@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import re
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
