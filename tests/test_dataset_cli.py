@@ -298,5 +298,5 @@ def test_generate_reports_a_dead_endpoint_in_one_line(tmp_path):
         result = run_em("dataset", "generate", "--preset", "medical", "--rows", "2", "--base-url", server.base_url,
                         "--max-retries", "0", "-o", str(tmp_path / "x.jsonl"))
     assert result.code == 1
-    assert result.stderr.startswith("Error: generator call failed: NotFoundError")
+    assert result.stderr.startswith("Error: generator call failed: HTTP 404: model not found")
     assert "Traceback" not in result.stderr
