@@ -77,13 +77,14 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: 
     log-probabilities; None records none."""
     import torch
 
+    from em_cli.models.batching import pad_token_id
     from em_cli.models.layers import forward_arguments
 
     device = next(model.parameters()).device
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     batch = len(encoded)
     width = max(len(ids) for ids in encoded)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
     mask = torch.zeros((batch, width), dtype=torch.long)
     for row, ids in enumerate(encoded):  # left padding: every row ends at the same column

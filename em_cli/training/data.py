@@ -131,16 +131,12 @@ def pad_batch(items: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, t
     """Right-pad a batch: input_ids, attention_mask, labels (IGNORE on padding)."""
     import torch
 
-    width = max(len(item["input_ids"]) for item in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for row, item in enumerate(items):
-        n = len(item["input_ids"])
-        ids[row, :n] = torch.tensor(item["input_ids"])
-        labels[row, :n] = torch.tensor(item["labels"])
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    from em_cli.models.batching import right_pad, right_pad_values
+
+    padded = right_pad([item["input_ids"] for item in items], pad_id)
+    labels = right_pad_values([item["labels"] for item in items], padded.input_ids.shape[1], fill=IGNORE,
+                              dtype=torch.long)
+    return {"input_ids": padded.input_ids, "attention_mask": padded.attention_mask, "labels": labels}
 
 
 class Collator:
