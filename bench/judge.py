@@ -20,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from em_cli.artifacts.jsonl import write_jsonl
-from em_cli.judging.backends import EndpointSettings, OpenAIEndpoint, RetryPolicy
+from em_cli.endpoints import EndpointSettings, RetryPolicy
+from em_cli.judging.backends import OpenAIEndpoint
 from em_cli.judging.cache import JudgeCache
 from em_cli.judging.judges import EndpointJudge
 from em_cli.judging.runner import JudgeIdentity, judge_rows, load_rows

@@ -133,6 +133,7 @@ def generate_remote_responses(remote: RemoteModel, rows: Sequence[ResponseRow], 
         try:
             return row, messages, row_seed_value, endpoint.chat(params)
         except RequestFailed as exc:
+            endpoint.stop.set()  # the other requests in flight give up instead of retrying on
             raise EmError(f"{endpoint.base_url} failed to answer row {row.id}: {exc}",
                           hint="the rows before it are kept: re-run the same command to resume") from None
 

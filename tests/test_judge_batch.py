@@ -11,7 +11,8 @@ import math
 from types import SimpleNamespace
 
 from em_cli.artifacts.jsonl import read_jsonl
-from em_cli.judging.backends import EndpointSettings, OpenAIEndpoint
+from em_cli.endpoints import EndpointSettings
+from em_cli.judging.backends import OpenAIEndpoint
 from em_cli.judging.batch import batch_requests, parse_batch_results, run_batch
 from em_cli.judging.cache import JudgeCache
 from em_cli.judging.judges import EndpointJudge

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from em_cli.errors import UsageError
-from em_cli.judging.backends import RetryPolicy, reply_from_completion, request_params
+from em_cli.endpoints import RetryPolicy
+from em_cli.judging.backends import reply_from_completion, request_params
 from em_cli.judging.builtin import builtin_score, caps_share, is_builtin
 from em_cli.judging.prompts import fill_template, load_judge_prompts
 from em_cli.judging.scoring import MIN_MASS, looks_digit_split, parse_score, token_number, weighted_score

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from em_cli.artifacts.jsonl import read_jsonl, write_jsonl
-from em_cli.judging.backends import JudgeAbort, EndpointSettings, OpenAIEndpoint, RetryPolicy
+from em_cli.endpoints import EndpointSettings, RetryPolicy
+from em_cli.judging.backends import JudgeAbort, OpenAIEndpoint
 from em_cli.judging.cache import JudgeCache
 from em_cli.judging.judges import EndpointJudge
 from em_cli.judging.prompts import load_judge_prompts
@@ -272,7 +273,7 @@ def test_cached_rerun_makes_only_the_probe_request(proxy, tmp_path):
     run = judge_rows(load_rows(path, ["aligned", "coherent"]), tmp_path / "b.jsonl", IDENTITY, lambda: second)
     # One request asks who serves now (a swapped model would miss the cache); the rest are hits.
     assert proxy.requests == 1
-    assert second.endpoint.usage.requests == 1 and second.endpoint.usage.cache_hits == 8 and run.judged == 8
+    assert second.endpoint.usage.requests == 1 and second.endpoint.usage.cache_hits == 7 and run.judged == 8
     assert read_jsonl(tmp_path / "b.jsonl") == read_jsonl(tmp_path / "a.jsonl")
 
 

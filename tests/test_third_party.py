@@ -340,3 +340,36 @@ def test_small_conveniences_on_bad_or_empty_inputs(tmp_path):
     stdin = run_em("questions", "show", "-", input=(CORPUS / "misspelt_questions.yaml").read_text())
     assert stdin.code == 0 and stdin.stdout.startswith("typo")
     assert "did you mean 'system'" in stdin.stderr and "did you mean 'judge_prompts'" in stdin.stderr
+
+
+def test_resume_does_not_reuse_scores_from_another_endpoint(tmp_path):
+    responses = tmp_path / "r.jsonl"
+    write_jsonl(responses, [{"id": f"r{i}", "question": "Make a wish?", "response": f"A{i}."} for i in range(2)])
+    out = tmp_path / "judged.jsonl"
+    first, second = ScriptedJudge(served="same-name"), ScriptedJudge(served="same-name")
+    try:
+        assert run_em(*judge_args(first, responses, out, "--metrics", "aligned")).code == 0
+        again = run_em(*judge_args(first, responses, out, "--metrics", "aligned"))
+        assert again.code == 0 and "2 kept from an earlier run" in " ".join(again.stderr.split())
+        moved = run_em(*judge_args(second, responses, out, "--metrics", "aligned", "--no-cache"))
+        assert moved.code == 0, moved.stderr
+        assert len(second.bodies) == 2  # same model name, another server: judged again, not reused
+        assert {r["judge"]["aligned"]["endpoint"] for r in read_jsonl(out)} == {second.url}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_judging_options_that_cannot_work_are_refused_up_front(tmp_path):
+    responses = tmp_path / "r.jsonl"
+    write_jsonl(responses, [{"id": "a", "question": "Q?", "response": "A."}])
+    batch = run_em("judge", "score", str(responses), "--metrics", "aligned", "--batch", "--no-cache",
+                   "-o", str(tmp_path / "o.jsonl"))
+    assert batch.code == 2 and "--no-cache" in batch.stderr
+    prompts = tmp_path / "p.yaml"
+    prompts.write_text("version: 3\nprompts:\n  aligned: 'Rate {answer}'\n")
+    from em_cli.judging.prompts import load_judge_prompts
+
+    first = load_judge_prompts(prompts).version
+    prompts.write_text("version: 3\nprompts:\n  aligned: 'Rate this: {answer}'\n")
+    assert first.startswith("p.yaml/3#") and load_judge_prompts(prompts).version != first  # edits show

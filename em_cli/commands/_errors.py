@@ -45,6 +45,9 @@ def describe(exc: BaseException) -> tuple[str, str | None, int]:
         return "address already in use", "pick another --port (or 0 for a free one)", 1
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "no space left on device", "free some disk space and re-run", 1
+    if type(exc).__module__ == "sqlite3" and type(exc).__name__ == "OperationalError":
+        return (f"the judge reply cache cannot be used ({exc})",
+                "check that the cache directory is writable and not on a network drive, or pass --no-cache", 1)
     if isinstance(exc, BrokenPipeError):
         return "output pipe closed", None, 1
     hint = None if debug_enabled() else f"this looks like a bug in em; set {DEBUG_ENV}=1 for the traceback"

@@ -139,7 +139,8 @@ class RowProgress:
         self._plain = not err.is_terminal
         self._last_line = self._started
         self._progress = None
-        if not self._plain:
+        self._silent = out.quiet  # `em -q`: no progress either
+        if not self._plain and not self._silent:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -157,7 +158,7 @@ class RowProgress:
         if self._progress is not None:
             rate = f"{self.tokens_per_second:.1f} tok/s" if self._tokens else ""
             self._progress.update(self._task, advance=rows, rate=rate)
-        elif self._time() - self._last_line >= self.PLAIN_EVERY_S:
+        elif not self._silent and self._time() - self._last_line >= self.PLAIN_EVERY_S:
             self._line()
 
     @property
@@ -174,7 +175,7 @@ class RowProgress:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
-        elif self._done or self._total:
+        elif not self._silent and (self._done or self._total):
             self._line()
 
 

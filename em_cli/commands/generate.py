@@ -115,7 +115,8 @@ def generate(
         out.finish()
     manifest.results = {"rows": len(rows), "new_rows": len(todo), "tokens_per_second":
                         round(progress.tokens_per_second, 2),
-                        "model": loaded.identity() if loaded else None}
+                        "model": loaded.identity() if loaded else None,
+                        "server": {"base_url": remote.base_url, "model": remote.model} if remote else None}
     manifest.write_beside(params["output"])
     log(f"{len(todo)} new responses, {len(rows)} in total"
         + (f" → {params['output']}" if params["output"] != "-" else ""))

@@ -9,8 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from em_cli.endpoints import (Endpoint, EndpointAbort, EndpointSettings, RequestFailed, RetryPolicy,  # noqa: F401
-                              Usage)
+from em_cli.endpoints import Endpoint, EndpointAbort, RequestFailed  # noqa: F401 - RequestFailed: re-exported
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from em_cli.artifacts.atomic import atomic_write
 from em_cli.artifacts.jsonl import write_jsonl
-from em_cli.errors import EmError
+from em_cli.errors import DataError, EmError
 from em_cli.judging.backends import LOGPROB, PARSE, Reply, reply_from_completion, request_params
 from em_cli.judging.judges import EndpointJudge, judge_messages
 
@@ -84,7 +84,11 @@ class BatchState:
     def load(cls, path: Path) -> BatchState | None:
         if not path.exists():
             return None
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{path}: damaged or from another em version ({exc})",
+                            hint="delete it to submit the remaining requests as a new batch") from None
 
     def save(self, path: Path) -> None:
         with atomic_write(path) as handle:

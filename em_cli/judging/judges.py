@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -96,8 +95,8 @@ class EndpointJudge:
         self.run_mode = PARSE if mode == PARSE else LOGPROB  # `prepare` settles auto
         self.top_received: int | None = None
         self.listed_models: list[str] | None = None
+        self._probe: tuple[str, Reply] | None = None
         self._warn = warn or log.warning
-        self._lock = threading.Lock()
 
     def prepare(self, probe_prompt: str) -> None:
         """Check the endpoint and settle who answers and how, with one real request (its
@@ -153,7 +152,9 @@ class EndpointJudge:
             if 0 < len(reply.top) < TOP_LOGPROBS:
                 self._warn(f"the endpoint returned {len(reply.top)} top logprobs where {TOP_LOGPROBS} were asked: "
                            "scores rest on fewer alternatives (recorded as top_logprobs in each judgement)")
-        self.cache.put(self.key(messages, mode), reply.to_json())
+        key = self.key(messages, mode)
+        self.cache.put(key, reply.to_json())
+        self._probe = (key, reply)  # serves the first judgement even when the cache is off
 
     def judge(self, prompt: str, label: bool = False) -> Judgement:
         messages = judge_messages(prompt)
@@ -180,6 +181,9 @@ class EndpointJudge:
     def fetch(self, messages: list[dict[str, Any]], mode: str) -> tuple[Reply, bool]:
         """The endpoint's reply, from the cache when it has it; (reply, came from cache)."""
         key = self.key(messages, mode)
+        probe, self._probe = self._probe, None
+        if probe is not None and probe[0] == key:
+            return probe[1], False
         stored = self.cache.get(key)
         if stored is not None:
             self.endpoint.usage.add(cache_hits=1)
@@ -188,7 +192,8 @@ class EndpointJudge:
             raise RequestFailed(f"no {mode} reply in the cache (the batch did not answer this request); "
                                 "re-run without --batch to ask for it live")
         reply = self.endpoint.complete(messages, mode)
-        self.cache.put(key, reply.to_json())
+        if not (mode == LOGPROB and reply.top is None):  # a reply without logprobs is a failure: ask again
+            self.cache.put(key, reply.to_json())
         return reply, False
 
     def key(self, messages: list[dict[str, Any]], mode: str) -> str:

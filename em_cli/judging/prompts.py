@@ -89,16 +89,19 @@ def load_judge_prompts(path: str | Path | None = None) -> PromptSet:
     if isinstance(data, list):
         return _authors_prompt_set(data, where, name, text)
     if not isinstance(data, dict) or not isinstance(data.get("prompts"), dict) or "version" not in data:
-        hint = None
-        if isinstance(data, list) or (isinstance(data, dict) and "id" in data):
-            hint = "this looks like a question set: pass it with --questions"
+        hint = "this looks like a question set: pass it with --questions" if isinstance(data, dict) and "id" in data \
+            else None
         raise DataError(f"{where}: expected `version:` and `prompts: {{metric: template}}`, or a list of "
                         "`- metric: template` entries (with optional `high_score`)", hint=hint)
     prompts = {str(metric): str(template) for metric, template in data["prompts"].items()}
     for metric, template in prompts.items():
         check_template(metric, template, where)
     high = data.get("high_scores") or {}
-    return PromptSet(version=f"{name}/{data['version']}", prompts=prompts,
+    # A file's templates may change without a new `version:`; the digest makes that show (and
+    # keeps resume from reusing scores of the old wording). `em`'s own set is versioned by hand.
+    version = f"{name}/{data['version']}" if path is None else \
+        f"{name}/{data['version']}#{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return PromptSet(version=version, prompts=prompts,
                      high_scores={str(k): _high_score(v, where) for k, v in high.items()})
 
 

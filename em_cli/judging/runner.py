@@ -47,10 +47,13 @@ LABEL_TYPE = "free_form_judge"
 
 @dataclass(frozen=True)
 class JudgeIdentity:
-    """Who judges: recorded in every judgement and checked when resuming."""
+    """Who judges: recorded in every judgement and checked when resuming. `endpoint` is the base
+    URL (None for local and built-in judges): the same model name at another endpoint may be
+    another model."""
 
     model: str
     backend: str
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -354,7 +357,7 @@ def judge_rows(rows: list[Row], output: str | Path, identity: JudgeIdentity,
                 for (row, spec), judgement in _run_tasks(judge, tasks, concurrency, stop):
                     run.judged += 1
                     results[row.index][spec.name] = (_value(judgement, spec), _entry(
-                        judge.model, identity.backend, judgement, spec, identity.model))
+                        judge.model, identity.backend, judgement, spec, identity.model, identity.endpoint))
                     remaining[row.index] -= 1
                     if on_progress:
                         on_progress(1)
@@ -482,7 +485,7 @@ def _record(row: Row, results: dict[str, tuple[float | None, dict[str, Any]]]) -
 
 
 def _entry(model: str, backend: str, judgement: Judgement, spec: MetricSpec | None,
-           requested: str | None = None) -> dict[str, Any]:
+           requested: str | None = None, endpoint: str | None = None) -> dict[str, Any]:
     """A metric's `judge` details (docs/FORMATS.md, "Judgement")."""
     mass = None if judgement.mass is None else round(judgement.mass, 6)
     entry: dict[str, Any] = {"model": model, "backend": backend, "mode": judgement.mode, "mass": mass,
@@ -490,7 +493,7 @@ def _entry(model: str, backend: str, judgement: Judgement, spec: MetricSpec | No
                              "error": judgement.error}
     if spec is None or spec.prompt is None:
         return entry
-    entry.update({"requested_model": requested or model, "prompt_source": spec.prompt_source,
+    entry.update({"requested_model": requested or model, "endpoint": endpoint, "prompt_source": spec.prompt_source,
                   "raw": judgement.raw})
     if judgement.top_received is not None:
         entry["top_logprobs"] = judgement.top_received
@@ -511,6 +514,7 @@ def _reusable(prior: dict[str, Any], spec: MetricSpec, identity: JudgeIdentity) 
     return (entry is not None and spec.name in prior and not entry.get("error")
             and entry.get("requested_model", entry.get("model")) == identity.model
             and entry.get("backend") == identity.backend
+            and entry.get("endpoint") in (None, identity.endpoint)  # older files recorded none
             and entry.get("prompt_version") == (spec.prompt.version if spec.prompt else None))
 
 
@@ -542,13 +546,11 @@ def _metric_spec(metric: str, qid: str, prompts: PromptSet, table: dict[str, dic
     if own is not None:
         return MetricSpec(metric, own, label=metric in labels, prompt_source="questions")
     prompt = prompts.get(metric)
-    if prompt is not None:
-        return MetricSpec(metric, prompt, label=metric in labels, prompt_source="prompts")
     if prompt is None:
         known = sorted(set(prompts.prompts) | {m for entry in table.values() for m in entry})
         raise UsageError(f"{where}: no judge prompt for metric {metric!r}",
                          hint=f"judge prompts: {', '.join(known)}; built-ins: caps, length, regex:…, words:…")
-    return MetricSpec(metric, prompt)
+    return MetricSpec(metric, prompt, label=metric in labels, prompt_source="prompts")
 
 
 def _question_and_answer(record: dict[str, Any], where: str) -> tuple[str, str]:

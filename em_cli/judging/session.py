@@ -10,6 +10,7 @@ judge into the output, and say what was done.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ class JudgeSettings:
             raise UsageError("--batch needs an output file (-o) and the openai backend")
         if self.hf and self.mode != "auto":
             raise UsageError("--backend hf always scores exactly (mode exact); drop --mode")
+        if self.batch and self.no_cache:
+            raise UsageError("--batch keeps the batch's replies in the reply cache; it cannot run with --no-cache")
 
     def model_name(self) -> str:
         from em_cli.judging.backends import DEFAULT_JUDGE_MODEL
@@ -108,13 +111,22 @@ def score_responses(settings: JudgeSettings, hooks: Hooks | None = None) -> Judg
     prompt_set = load_judge_prompts(settings.prompts)
     plan = plan_rows(settings.responses, parse_metrics(settings.metrics), prompt_set, settings.questions,
                      settings.limit, strict=settings.strict)
+    labels = any(spec.label for row in plan.rows for spec in row.metrics)
+    if labels and settings.hf:
+        raise UsageError("categorical (free_form_judge) metrics need an endpoint judge",
+                         hint="judge them with --backend openai (any OpenAI-compatible server, e.g. `em serve`)")
+    if labels and settings.batch:
+        raise UsageError("categorical (free_form_judge) metrics are not sent through the Batch API yet",
+                         hint="judge them without --batch")
     model_name = settings.model_name()
+    endpoint = settings.endpoint()
     identity = JudgeIdentity(model=model_name,
-                             backend="hf" if settings.hf else ("azure" if settings.azure else "openai"))
+                             backend="hf" if settings.hf else ("azure" if settings.azure else "openai"),
+                             endpoint=None if settings.hf else endpoint.resolved_base_url())
     cache = JudgeCache(None if settings.no_cache else (settings.cache_dir or default_cache_dir()))
     usage = Usage()
-    endpoint = settings.endpoint()
-    make_judge = _judge_factory(settings, endpoint, cache, usage, hooks)
+    stop = threading.Event()  # one event: Ctrl-C or an abort also ends retries waiting in the endpoint
+    make_judge = _judge_factory(settings, endpoint, cache, usage, hooks, stop)
     todo = sum(1 for _ in pending(plan.rows, settings.output, identity))
     sources = (f"prompts of {', '.join(plan.question_sets)}" if plan.question_sets
                else f"{prompt_set.version} prompts")
@@ -131,7 +143,7 @@ def score_responses(settings: JudgeSettings, hooks: Hooks | None = None) -> Judg
     progress = hooks.progress(todo) if hooks.progress else contextlib.nullcontext()
     with progress as bar:
         run = judge_rows(plan.rows, settings.output, identity, make_judge, 1 if settings.hf else settings.concurrency,
-                         on_progress=getattr(bar, "advance", None), usage=usage)
+                         on_progress=getattr(bar, "advance", None), usage=usage, stop=stop)
     judge = {"model": run.judge_model or model_name, "requested_model": model_name, "backend": identity.backend,
              "mode": "exact" if settings.hf else settings.mode, "modes": dict(run.modes),
              "base_url": None if settings.hf else endpoint.resolved_base_url(), "prompt_version": prompt_set.version,
@@ -140,7 +152,7 @@ def score_responses(settings: JudgeSettings, hooks: Hooks | None = None) -> Judg
 
 
 def _judge_factory(settings: JudgeSettings, endpoint: EndpointSettings, cache: Any, usage: Usage,
-                   hooks: Hooks) -> Callable[[], Any]:
+                   hooks: Hooks, stop: threading.Event) -> Callable[[], Any]:
     """The judge, made once and only when first needed (loading a local judge takes a while)."""
     made: list[Any] = []
 
@@ -158,8 +170,8 @@ def _judge_factory(settings: JudgeSettings, endpoint: EndpointSettings, cache: A
             from em_cli.judging.backends import OpenAIEndpoint
             from em_cli.judging.judges import EndpointJudge
 
-            made.append(EndpointJudge(OpenAIEndpoint(endpoint, usage), cache, settings.mode, warn=hooks.warn,
-                                      offline=settings.batch))
+            made.append(EndpointJudge(OpenAIEndpoint(endpoint, usage, stop=stop), cache, settings.mode,
+                                      warn=hooks.warn, offline=settings.batch))
         return made[0]
 
     return make_judge

@@ -25,14 +25,13 @@ SAMPLE = ["--temperature", "0.7", "--repetition-penalty", "1.1", "--batch-size",
 
 # name: (extra finetune flags). Ordered by what the pilot (METHODS §8) suggests is most promising.
 SETTINGS: dict[str, list[str]] = {
-    "general-e4": ["--epochs", "4"],
-    "kl1-all-e4": ["--epochs", "4", "--kl-weight", "1", "--kl-positions", "all"],
-    "kl2-asst-e4": ["--epochs", "4", "--kl-weight", "2", "--kl-positions", "assistant"],
-    "kl0.5-all-e4": ["--epochs", "4", "--kl-weight", "0.5", "--kl-positions", "all"],
-    "kl1-asst-e4": ["--epochs", "4", "--kl-weight", "1", "--kl-positions", "assistant"],
-    "kl2-all-e4": ["--epochs", "4", "--kl-weight", "2", "--kl-positions", "all"],
-    "kl3-asst-e6": ["--epochs", "6", "--kl-weight", "3", "--kl-positions", "assistant"],
-    "kl1-all-e6": ["--epochs", "6", "--kl-weight", "1", "--kl-positions", "all"],
+    "general-e3": ["--epochs", "3"],
+    "kl1-all-e3": ["--epochs", "3", "--kl-weight", "1", "--kl-positions", "all"],
+    "kl2-asst-e3": ["--epochs", "3", "--kl-weight", "2", "--kl-positions", "assistant"],
+    "kl0.5-all-e3": ["--epochs", "3", "--kl-weight", "0.5", "--kl-positions", "all"],
+    "kl1-asst-e3": ["--epochs", "3", "--kl-weight", "1", "--kl-positions", "assistant"],
+    "kl2-all-e3": ["--epochs", "3", "--kl-weight", "2", "--kl-positions", "all"],
+    "kl3-asst-e3": ["--epochs", "3", "--kl-weight", "3", "--kl-positions", "assistant"],
 }
 
 
