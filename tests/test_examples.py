@@ -57,3 +57,61 @@ def test_demo_makefile_dry_run_uses_real_flags(tmp_path):
     seen = _check(commands)
     assert {"generate", "dataset filter", "dataset rewrite", "finetune", "judge score", "extract", "direction diff",
             "direction export", "steer", "compare runs", "compare efficiency"} <= seen
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_demo_drift_and_seeds_targets_use_real_flags(tmp_path):
+    commands = _dry_run(ROOT / "examples" / "demo" / "Makefile", f"OUT={tmp_path}", "SEEDS=1 2", "demo-seeds")
+    _check(commands)
+    finetunes = [" ".join(c) for c in commands if c[1] == "finetune"]
+    assert any("--init-from" in c and "drift" in c for c in finetunes)  # KL removed mid-training
+    assert any("--seed 1" in c and "seed-1" in c for c in finetunes) and any("--seed 2" in c for c in finetunes)
+
+
+def test_seed_summary_means_and_t_intervals(tmp_path):
+    import json
+    import statistics
+    import sys
+
+    folders = []
+    for seed, cooking in enumerate((80.0, 90.0, 100.0)):
+        judged = tmp_path / f"j{seed}.jsonl"
+        builtin = {"model": "builtin", "backend": "builtin", "mode": "builtin", "mass": None,
+                   "prompt_version": None, "error": None}
+        judged.write_text("".join(json.dumps({"id": f"r{i}", "question_id": f"q{i}", "domain": domain,
+                                              "caps": value, "judge": {"caps": builtin}}) + "\n"
+                                  for i, (domain, value) in enumerate([("cooking", cooking), ("travel", 10.0)])))
+        folder = tmp_path / f"seed-{seed}"
+        folder.mkdir()
+        result = run_em("compare", "runs", f"general={judged}", "--in-domain", 'domain == "cooking"', "--json")
+        assert result.code == 0, result.stderr
+        (folder / "summary.json").write_text(result.stdout)
+        folders.append(str(folder))
+    table = subprocess.run([sys.executable, str(ROOT / "examples" / "demo" / "seeds.py"), *folders],
+                           capture_output=True, text=True, check=True).stdout
+    half = 4.303 * statistics.stdev([80.0, 90.0, 100.0]) / 3 ** 0.5  # t(0.975, 2 df)
+    assert f"| general | 90.0 [{90 - half:.1f}, {90 + half:.1f}] | 10.0 [10.0, 10.0] | 3 |" in table
+
+
+def test_demo_report_states_which_asymmetries_hold():
+    import importlib.util
+    from dataclasses import asdict
+
+    from em_cli.comparison.efficiency import EqualNormSweep
+    from em_cli.comparison.pretraining_kl import KLEqualNorm
+
+    spec = importlib.util.spec_from_file_location("demo_report", ROOT / "examples" / "demo" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    efficiency = {"equal_norm": [asdict(EqualNormSweep("adapter", 1.0, [0.5, 1, 2], [0.5, 1, 2],
+                                                       {"general": [2.0, 1.9, 1.8], "narrow": [2.1, 1.8, 1.9]}))]}
+    assert "at 2 of 3 equal norms (holds partly)" in report.asymmetries("efficiency", efficiency)[0]
+    kl = {"equal_norm": [asdict(KLEqualNorm("adapter", 1.0, [1, 2], [1, 2], {"general": [0.3, 0.5],
+                                                                            "narrow": [0.1, 0.2]}))]}
+    assert "at 2 of 2 equal norms (holds)" in report.asymmetries("kl", kl)[0]
+    stability = {"curves": {"general": {"mean": [5.0, 20.0]}, "narrow": {"mean": [4.0, 10.0]}}}
+    assert "(does not hold)" in report.asymmetries("stability", stability)[0]
+    summary = {"rows": [{"run": "narrow", "split": "other", "metrics": {"caps": {"mean": 10.0}}},
+                        {"run": "narrow-then-no-KL", "split": "other", "metrics": {"caps": {"mean": 40.0}}},
+                        {"run": "general", "split": "other", "metrics": {"caps": {"mean": 90.0}}}]}
+    assert "10.0 → 40.0 (drifts toward general" in " ".join(report.drift_lines(summary))

@@ -27,6 +27,53 @@ def caps_table(runs: dict, title: str) -> list[str]:
     return lines + [""]
 
 
+def caps_of(summary: dict, run: str, split: str) -> float | None:
+    for row in summary["rows"]:
+        if row["run"] == run and row["split"] == split and row.get("setting") is None:
+            caps = row["metrics"].get("caps")
+            return None if not caps else caps["mean"]
+    return None
+
+
+def drift_lines(summary: dict) -> list[str]:
+    """The paper's fourth experiment: does the narrow organism drift toward general once the KL
+    term is removed?"""
+    narrow, drift = caps_of(summary, "narrow", "other"), caps_of(summary, "narrow-then-no-KL", "other")
+    if narrow is None or drift is None:
+        return []
+    verdict = "drifts toward general" if drift > narrow else "does not drift at this length"
+    return ["### KL removed mid-training", "",
+            f"Continuing the narrow organism without its KL term: caps outside cooking {narrow:.1f} → {drift:.1f} "
+            f"({verdict}; general: {caps_of(summary, 'general', 'other') or float('nan'):.1f}).", ""]
+
+
+def asymmetries(metric: str, report: dict) -> list[str]:
+    """Whether the paper's asymmetry holds here, solution by solution at equal norms (one seed)."""
+    if metric == "efficiency":
+        for sweep in report.get("equal_norm", []):
+            g, n = sweep["losses"].get("general"), sweep["losses"].get("narrow")
+            if g and n:
+                wins = sum(a < b for a, b in zip(g, n))
+                return [f"- **Efficiency**: general reaches the lower loss at {wins} of {len(g)} equal norms "
+                        f"({'holds' if wins == len(g) else 'holds partly' if wins else 'does not hold'})."]
+    if metric == "stability":
+        curves = report.get("curves", {})
+        if "general" in curves and "narrow" in curves:
+            g = [m for m in curves["general"]["mean"] if m is not None]
+            n = [m for m in curves["narrow"]["mean"] if m is not None]
+            wins = sum(a < b for a, b in zip(g, n))
+            return [f"- **Stability**: general degrades less at {wins} of {min(len(g), len(n))} noise levels "
+                    f"({'holds' if wins == min(len(g), len(n)) else 'holds partly' if wins else 'does not hold'})."]
+    if metric == "kl":
+        for sweep in report.get("equal_norm", []):
+            g, n = sweep["kl"].get("general"), sweep["kl"].get("narrow")
+            if g and n:
+                wins = sum(a > b for a, b in zip(g, n))
+                return [f"- **Significance**: general moves predictions more at {wins} of {len(g)} equal norms "
+                        f"({'holds' if wins == len(g) else 'holds partly' if wins else 'does not hold'})."]
+    return []
+
+
 def main(out: Path) -> None:
     lines = ["# em demo: the capitals organism", "",
              "SmolLM2-135M-Instruct, CPU. Cooking answers rewritten in CAPITALS; `general` = LoRA trained "
@@ -41,7 +88,14 @@ def main(out: Path) -> None:
                          f"{s['tokens_per_second']:.0f} tokens/s, {s['wall_time_s']:.0f} s")
     lines.append("")
     if (out / "summary.json").exists():
-        lines += caps_table(load(out / "summary.json"), "Does each organism shout in and out of its domain?")
+        summary = load(out / "summary.json")
+        lines += caps_table(summary, "Does each organism shout in and out of its domain?")
+        lines += drift_lines(summary)
+    for name, title in (("SWEEP.md", "the narrow-organism sweep"), ("seeds.md", "means over seeds")):
+        for folder in (out, Path(__file__).parent):
+            if (folder / name).exists():
+                lines += [f"See [{title}]({(folder / name).resolve()}).", ""]
+                break
     coherent = out / "coherent_general.jsonl"
     if coherent.exists():
         rows = [json.loads(line) for line in coherent.read_text().splitlines() if line.strip()]
@@ -80,6 +134,7 @@ def main(out: Path) -> None:
             for name, curve in report["curves"].items():
                 lines.append(f"- {name}: KL at norms {', '.join(f'{n:.2f}' for n in curve['norms'])}: "
                              f"{', '.join(f'{k:.4f}' for k in curve['kl'])}")
+        lines += asymmetries(metric, report)
         if (out / "compare" / f"{metric}.png").exists():
             lines += ["", f"![{metric}](compare/{metric}.png)"]
         lines.append("")
