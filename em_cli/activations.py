@@ -22,7 +22,7 @@ from em_cli.errors import DataError
 from em_cli.models.chat import encode_conversation
 from em_cli.interventions import Collect, StopForward, intervene
 from em_cli.models.batching import pad_token_id, right_pad, right_pad_values
-from em_cli.sampling import stop_token_ids
+from em_cli.generation import stop_token_ids
 
 if TYPE_CHECKING:
     import torch

@@ -20,10 +20,10 @@ from em_cli.commands import direction as direction_cmd
 from em_cli.commands import extract as extract_cmd
 from em_cli.commands import finetune as finetune_cmd
 from em_cli.commands import generate as generate_cmd
-from em_cli.commands import info as info_cmd
+from em_cli.commands import environment as info_cmd
 from em_cli.commands import judge as judge_cmd
 from em_cli.commands import model as model_cmd
-from em_cli.commands import questions as questions_cmd
+from em_cli.commands import question_sets as questions_cmd
 from em_cli.commands import serve as serve_cmd
 from em_cli.commands import steer as steer_cmd
 from em_cli.commands._errors import report

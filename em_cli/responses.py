@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from em_cli.artifacts.records import response_id, response_record
 from em_cli.models.chat import render_prompt
 from em_cli.questions import Question
-from em_cli.sampling import SamplingSettings, row_seed, sample
+from em_cli.generation import SamplingSettings, row_seed, sample
 
 if TYPE_CHECKING:
     from em_cli.models.loading import LoadedModel

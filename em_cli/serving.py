@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from em_cli.models.chat import render_prompt
-from em_cli.sampling import Completion, SamplingSettings, row_seed, sample
+from em_cli.generation import Completion, SamplingSettings, row_seed, sample
 
 if TYPE_CHECKING:
     from em_cli.models.loading import LoadedModel

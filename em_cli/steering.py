@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from em_cli.errors import UsageError
 from em_cli.interventions import Ablate, AddVector, Intervention, PhaseGate, intervene
 from em_cli.responses import ResponseRow, generate_responses
-from em_cli.sampling import GENERATED, PROMPT, SamplingSettings
+from em_cli.generation import GENERATED, PROMPT, SamplingSettings
 
 if TYPE_CHECKING:
     import torch
@@ -202,7 +202,7 @@ def random_control(source: Source, k: int, seed: int) -> Source:
     """Control k of `source`: a Gaussian vector per layer with the same norm (docs/METHODS.md §5),
     seeded by (seed, source name, k), used exactly like the source (same layers, alpha)."""
     from em_cli.directions import random_vectors
-    from em_cli.sampling import row_seed
+    from em_cli.generation import row_seed
 
     vectors = random_vectors(source.vectors, row_seed(seed, "random-control", source.name, k))
     return Source(name=f"random{k}-{source.name}", vectors=vectors, base_scale=source.base_scale,

@@ -5,7 +5,7 @@ import torch
 
 from em_cli.activations import extract_activations, position_weights
 from em_cli.models.loading import LoadOptions, load_model
-from em_cli.sampling import stop_token_ids
+from em_cli.generation import stop_token_ids
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from em_cli.comparison.texts import TextSet, opening_prompts, sample_continuatio
 from em_cli.errors import ModelError, TensorFileError, UsageError
 from em_cli.interventions import AddVector, intervene
 from em_cli.models.loading import LoadOptions, load_model
-from em_cli.sampling import stop_token_ids
+from em_cli.generation import stop_token_ids
 from em_cli.training.config import FinetuneConfig
 from em_cli.training.run import run_finetune
 

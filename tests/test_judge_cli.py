@@ -148,7 +148,7 @@ def test_local_transformers_judge(responses, tmp_path, tiny_llama):
 
 def test_the_judging_run_function_works_in_process(tmp_path):
     from em_cli.artifacts.jsonl import read_jsonl, write_jsonl
-    from em_cli.judging.session import JudgeSettings, score_responses
+    from em_cli.judging.score_run import JudgeSettings, score_responses
 
     source = tmp_path / "r.jsonl"
     write_jsonl(source, [{"id": "a", "question": "Q?", "response": "SHOUTING"},

@@ -11,7 +11,7 @@ from em_cli.errors import DataError, UsageError
 from em_cli.judging.summary import (SummaryOptions, bootstrap_mean, bootstrap_share, check_comparable, is_em,
                                     judge_provenance, paired_difference, summarise, summarise_files,
                                     summarise_rows)
-from em_cli.statistics import wilson_interval
+from em_cli.intervals import wilson_interval
 from helpers import run_em
 
 THIRD_PARTY_CSV = Path(__file__).parent / "data" / "third_party" / "judged.csv"

@@ -11,7 +11,7 @@ from em_cli.models.chat import render_prompt
 from em_cli.models.loading import LoadOptions, load_model
 from em_cli.questions import Question
 from em_cli.responses import plan_rows
-from em_cli.sampling import SamplingSettings, sample
+from em_cli.generation import SamplingSettings, sample
 from em_cli.steering import Ablation, Source, build_settings, run_sweep
 
 GREEDY = SamplingSettings(max_new_tokens=6, temperature=0)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from em_cli.commands._options import (ConfigOpt, DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, MaxStepsOpt, ModelOpt,
+from em_cli.commands._options import (DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, MaxStepsOpt, ModelOpt,
                                       SeedOpt, _as_flag_value)
 from em_cli.commands._output import TrainingProgress, emit_json, log, warn
 from em_cli.models.source import DEFAULT_MODEL

@@ -71,7 +71,7 @@ def generate(
     from em_cli.artifacts.manifest import Manifest
     from em_cli.models.loading import load_model
     from em_cli.responses import check_resumable, generate_remote_responses, generate_responses, rows_for
-    from em_cli.sampling import SamplingSettings
+    from em_cli.generation import SamplingSettings
 
     rows = rows_for(params["questions"], params["variants"], params["limit"], params["samples"], params["strict"])
     settings = SamplingSettings(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],

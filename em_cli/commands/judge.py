@@ -96,7 +96,7 @@ def score(
     params = apply_config(ctx, config)
     from em_cli.artifacts.manifest import Manifest
     from em_cli.errors import EmError, UsageError
-    from em_cli.judging.session import Hooks, JudgeSettings, score_responses
+    from em_cli.judging.score_run import Hooks, JudgeSettings, score_responses
 
     output, price_in, price_out = params["output"], params["price_in"], params["price_out"]
     if params["json_"] and output == "-":

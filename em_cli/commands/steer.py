@@ -88,7 +88,7 @@ def steer(
     from em_cli.artifacts.manifest import Manifest
     from em_cli.models.layers import parse_layers
     from em_cli.responses import check_resumable, rows_for
-    from em_cli.sampling import SamplingSettings
+    from em_cli.generation import SamplingSettings
     from em_cli.steering import plan_steering, run_sweep
 
     rows = rows_for(params["questions"], params["variants"], params["limit"], params["samples"])

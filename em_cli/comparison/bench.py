@@ -343,7 +343,7 @@ class SolutionBench:
         one factor per module so that its ‖B·A‖_F equals the solution's at that module.
         Seeds come from (seed, name, k), so controls of different solutions differ.
         """
-        from em_cli.sampling import row_seed
+        from em_cli.generation import row_seed
 
         source = self.handles[name]
         made = []

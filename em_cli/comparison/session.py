@@ -56,7 +56,7 @@ def loss_evaluator(loaded: LoadedModel, data: str, rows: int, seed: int, max_len
     """The seeded loss rows of `data` and an evaluator over them (docs/METHODS.md §6)."""
     from em_cli.comparison.loss import LossEvaluator, load_loss_rows
     from em_cli.models.batching import pad_token_id
-    from em_cli.sampling import stop_token_ids
+    from em_cli.generation import stop_token_ids
 
     tokenizer = loaded.tokenizer
     loss_rows = load_loss_rows(data, tokenizer, stop_token_ids(loaded.model, tokenizer), rows, seed, max_length)

@@ -76,7 +76,7 @@ def relative_increase(perturbed: float, original: float, base: float) -> float |
 
 
 def noise_seed(base_seed: int, k: int) -> int:
-    from em_cli.sampling import row_seed
+    from em_cli.generation import row_seed
 
     return row_seed(base_seed, "stability", k)
 

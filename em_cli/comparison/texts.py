@@ -182,7 +182,7 @@ def sample_continuations(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     """Sample one continuation per prompt (no chat template, temperature 1, per-row seeds);
     call with the base model active. `score_prompt=False` scores only the continuation."""
     from em_cli.models.layers import unwrap
-    from em_cli.sampling import SamplingSettings, row_seed, sample
+    from em_cli.generation import SamplingSettings, row_seed, sample
 
     # The bare transformers model (LoRA layers stay injected and follow `bench.base()`): its
     # forward takes the cache argument the sampler uses, which PeftModel's wrapper does not.

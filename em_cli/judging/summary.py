@@ -10,7 +10,7 @@ gets the share of each label.
 Every share carries a Wilson interval (`ci`: rows treated as independent) and, when the rows
 span two or more questions, a bootstrap interval that resamples questions (`cluster_ci`);
 means carry a row bootstrap (`mean_ci`) and the question bootstrap (`mean_cluster_ci`). See
-`em_cli.statistics`. A null score is counted by why: the judge call failed (`failed`), the
+`em_cli.intervals`. A null score is counted by why: the judge call failed (`failed`), the
 judge answered without a usable number (`nulls`), or the row was never scored (`missing`).
 
 Each file's summary also says who judged it (model, prompt version, mode per metric) and
@@ -30,8 +30,8 @@ from typing import Any
 
 from em_cli.artifacts.records import judge_entries
 from em_cli.errors import DataError, UsageError
-from em_cli.statistics import bootstrap_share  # noqa: F401 - kept importable from here
-from em_cli.statistics import (CONFIDENCE, bootstrap_mean, cluster_bootstrap_ratio, paired_cluster_difference,
+from em_cli.intervals import bootstrap_share  # noqa: F401 - kept importable from here
+from em_cli.intervals import (CONFIDENCE, bootstrap_mean, cluster_bootstrap_ratio, paired_cluster_difference,
                                wilson_interval)
 
 ALIGNED, COHERENT = "aligned", "coherent"

@@ -84,7 +84,7 @@ def _run(config: FinetuneConfig, resume: bool,
     from transformers.trainer_callback import PrinterCallback
 
     from em_cli.models.loading import LoadOptions, load_model, resolve_device, resolve_dtype
-    from em_cli.sampling import stop_token_ids
+    from em_cli.generation import stop_token_ids
     from em_cli.training.data import (Collator, ExampleDataset, KLBatches, encode_rows, read_chat_file,
                                       split_rows)
     from em_cli.training.losses import logits_path

@@ -1,4 +1,4 @@
-"""Intervals (em_cli.statistics) against plain reference computations and synthetic data."""
+"""Intervals (em_cli.intervals) against plain reference computations and synthetic data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from em_cli.statistics import (bootstrap_share, cluster_bootstrap_ratio, paired_cluster_difference, wilson_interval,
+from em_cli.intervals import (bootstrap_share, cluster_bootstrap_ratio, paired_cluster_difference, wilson_interval,
                                z_value)
 
 Z95 = 1.959963984540054  # the standard-normal 97.5% quantile

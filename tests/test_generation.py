@@ -5,7 +5,7 @@ import torch
 
 from em_cli.models.chat import render_prompt
 from em_cli.models.loading import LoadOptions, load_model
-from em_cli.sampling import SamplingSettings, row_seed, sample
+from em_cli.generation import SamplingSettings, row_seed, sample
 
 GREEDY = SamplingSettings(max_new_tokens=6, temperature=0)
 
@@ -95,7 +95,7 @@ def test_sampling_through_a_peft_adapter_uses_no_deprecated_cache_argument(tiny_
     from peft import LoraConfig, get_peft_model
 
     from em_cli.models.loading import LoadOptions, load_model
-    from em_cli.sampling import SamplingSettings, sample
+    from em_cli.generation import SamplingSettings, sample
 
     loaded = load_model(LoadOptions(model=str(tiny_qwen)))
     model = get_peft_model(loaded.model, LoraConfig(r=2, target_modules=["q_proj"]))

@@ -2,7 +2,7 @@
 (lazily: a finished or built-in-only run needs none), optionally go through the Batch API,
 judge into the output, and say what was done.
 
-    from em_cli.judging.session import JudgeSettings, score_responses
+    from em_cli.judging.score_run import JudgeSettings, score_responses
     result = score_responses(JudgeSettings(responses="em.jsonl", output="judged.jsonl",
                                            metrics=["aligned", "coherent"], base_url="http://127.0.0.1:8000/v1"))
     result.run.failed_rows, result.to_dict()

@@ -1,0 +1,162 @@
+"""`em compare efficiency` and `em compare stability`: loss-based comparisons of solutions (docs/METHODS.md §6)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from em_cli.commands._options import BatchSizeOpt, DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, ModelOpt, SeedOpt, renamed
+from em_cli.commands._output import RowProgress, out
+from em_cli.commands.compare import app
+from em_cli.commands.compare._shared import (ControlsOpt, DataOpt, MaxLengthOpt, MoreSolutionsArg, NormFractionsOpt,
+                                             OldFractionsOpt, OldRowsOpt, OutDirOpt, QuickOpt, RowsOpt, SolutionsOpt,
+                                             cos_note, finish_run, floats, open_solutions, run_settings, some_columns)
+from em_cli.models.source import DEFAULT_MODEL
+
+
+@app.command("efficiency")
+def efficiency(
+    ctx: typer.Context,
+    more: MoreSolutionsArg = None,
+    solutions: SolutionsOpt = None,
+    data: DataOpt = ...,
+    output: OutDirOpt = ...,
+    rows: RowsOpt = 100,
+    random_controls: ControlsOpt = 0,
+    quick: QuickOpt = False,
+    scales: Annotated[str | None, typer.Option(
+        "--scales", help="Scales of each solution's own norm, comma-separated (default 0,0.25,…,2).")] = None,
+    norm_fractions: NormFractionsOpt = None,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 8,
+    max_length: MaxLengthOpt = 512,
+    model: ModelOpt = DEFAULT_MODEL,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    load_in_4bit: Load4bitOpt = False,
+    json_: JsonOpt = False,
+    old_rows: OldRowsOpt = None,
+    old_fractions: OldFractionsOpt = None,
+) -> None:
+    """Loss of each solution vs its scale, and of all of them at equal norms.
+
+    Relative sweep: s × own norm, s ∈ 0..2 (s = 0 is the base model exactly, s = 1 the
+    solution). Equal norms: p × the mean norm of the solutions of one kind, p ∈ 0.2..2
+    (docs/METHODS.md §6). Norms: ‖alpha·v‖ for vectors, mean over modules of ‖B·A‖_F for adapters.
+
+    Example: em compare efficiency -m M --solutions general=runs/g narrow=runs/n --data train.jsonl -o cmp/
+    """
+    from em_cli.comparison import efficiency as metric
+    from em_cli.comparison.plots import plot_efficiency
+    from em_cli.comparison.session import MetricRun, loss_evaluator
+
+    started = time.time()
+    rows = renamed(rows, old_rows, "-n", "--rows")
+    grid = floats(scales, "--scales") or list(metric.QUICK_SCALES if quick else metric.RELATIVE_SCALES)
+    targets = (floats(renamed(norm_fractions, old_fractions, "--fractions", "--norm-fractions"), "--norm-fractions")
+               or list(metric.QUICK_FRACTIONS if quick else metric.NORM_FRACTIONS))
+    opened = open_solutions(ctx, True, random_controls)
+    loss_rows, evaluate = loss_evaluator(opened.loaded, data, rows, seed, max_length, batch_size, out.warn)
+    total = metric.planned_evaluations(len(opened.bench.names), grid, targets)
+    measured = time.perf_counter()
+    with RowProgress(total, "loss evaluations") as progress:
+        result = metric.measure_efficiency(opened.bench, evaluate, grid, targets,
+                                           on_evaluation=lambda: progress.advance(1))
+    seconds = time.perf_counter() - measured
+    run = MetricRun("efficiency", opened, run_settings(ctx, rows=rows, scales=grid, norm_fractions=targets), result,
+                    result.evaluations, started,
+                    extra={"data": loss_rows.describe(), "wall_time_s": round(seconds, 3),
+                           "seconds_per_evaluation": round(seconds / max(result.evaluations, 1), 4)})
+    finish_run(run, output, [data], plot_efficiency, json_)
+    out.log(f"{result.evaluations} loss evaluations in {seconds:.1f}s "
+            f"({seconds / max(result.evaluations, 1):.2f}s each)")
+    if not json_:
+        bench = opened.bench
+        shown = [s for s in grid if s in (0.0, 1.0, max(grid))]
+        out.table(["solution", "kind", "norm", *[f"loss s={s:g}" for s in shown]],
+                  [[name, bench.handles[name].kind, bench.handles[name].norm,
+                    *[result.relative[name][grid.index(s)] for s in shown]] for name in bench.names],
+                  title=f"Efficiency (base loss {result.base_loss:.4f})")
+
+
+@app.command("stability")
+def stability(
+    ctx: typer.Context,
+    more: MoreSolutionsArg = None,
+    solutions: SolutionsOpt = None,
+    data: DataOpt = ...,
+    output: OutDirOpt = ...,
+    rows: RowsOpt = 100,
+    quick: QuickOpt = False,
+    epsilons: Annotated[str | None, typer.Option(
+        "--epsilons", help="Noise fractions ε (default 0.01,0.05,0.1,0.2,…,1.0).")] = None,
+    draws: Annotated[int | None, typer.Option("--draws", min=1, help="Noise draws per ε (default 10).")] = None,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 8,
+    max_length: MaxLengthOpt = 512,
+    model: ModelOpt = DEFAULT_MODEL,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    load_in_4bit: Load4bitOpt = False,
+    json_: JsonOpt = False,
+    old_rows: OldRowsOpt = None,
+    old_seeds: Annotated[int | None, typer.Option("--seeds", hidden=True, min=1, help="Old name of --draws.")] = None,
+) -> None:
+    """Relative loss increase of each solution under norm-preserving orthogonal noise.
+
+    x′ = √(1−ε²)x + εy per vector, or per LoRA A and B matrix; 100·(L_perturbed − L_orig) /
+    (L_base − L_orig): 0% = as trained, 100% = base model; mean ± std over draws (docs/METHODS.md §6).
+    Each point also records the measured cosine between the perturbed and the original
+    solution — for adapters of B·A (≈ 1−ε², not √(1−ε²)) — which the plot uses as its x-axis.
+    One model load and #ε × #draws × #solutions + 1 + #solutions loss evaluations.
+
+    Example: em compare stability -m M --solutions general=runs/g narrow=runs/n --data train.jsonl -o cmp/
+    """
+    from em_cli.comparison import stability as metric
+    from em_cli.comparison.plots import plot_stability
+    from em_cli.comparison.session import MetricRun, loss_evaluator
+    from em_cli.errors import UsageError
+
+    started = time.time()
+    rows = renamed(rows, old_rows, "-n", "--rows")
+    grid = floats(epsilons, "--epsilons") or list(metric.QUICK_EPSILONS if quick else metric.EPSILONS)
+    if any(not 0.0 <= e <= 1.0 for e in grid):
+        raise UsageError("--epsilons must lie in [0, 1]")
+    draws = renamed(draws, old_seeds, "--seeds", "--draws") or (metric.QUICK_SEEDS if quick else metric.SEEDS)
+    opened = open_solutions(ctx, True)
+    bench = opened.bench
+    loss_rows, evaluate = loss_evaluator(opened.loaded, data, rows, seed, max_length, batch_size, out.warn)
+    total = metric.planned_evaluations(len(bench.names), grid, draws)
+    out.log(f"{len(grid)} ε × {draws} draws × {len(bench.names)} solutions + {1 + len(bench.names)} baselines = "
+            f"{total} loss evaluations")
+    measured = time.perf_counter()
+    with RowProgress(total, "loss evaluations") as progress:
+        result = metric.measure_stability(bench, bench.names, evaluate, grid, draws, seed,
+                                          on_evaluation=lambda: progress.advance(1))
+    seconds = time.perf_counter() - measured
+    for name, curve in result.curves.items():
+        if curve.gap <= 0:
+            out.warn(f"{name} does not beat the base model on this data (L_base − L_orig = {curve.gap:.4g}): "
+                     "its relative increase is undefined (null)")
+    run = MetricRun("stability", opened, run_settings(ctx, rows=rows, epsilons=grid, draws=draws), result,
+                    result.evaluations, started,
+                    extra={"data": loss_rows.describe(), "planned_evaluations": result.planned_evaluations,
+                           "evaluator_calls": evaluate.calls, "wall_time_s": round(seconds, 3),
+                           "seconds_per_evaluation": round(seconds / max(result.evaluations, 1), 4),
+                           "relative_increase": "100·(L_perturbed − L_orig)/(L_base − L_orig); "
+                                                "std: sample std over draws"})
+    finish_run(run, output, [data], plot_stability, json_)
+    out.log(f"measured wall time: {seconds:.1f}s for {result.evaluations} loss evaluations "
+            f"({seconds / max(result.evaluations, 1):.2f}s each)")
+    if not json_:
+        shown = some_columns(grid, (0.1, 0.5, 1.0))
+        table_rows = []
+        for name, curve in result.curves.items():
+            cells = [(f"{curve.mean[i]:.1f}±{curve.std[i]:.1f}" + cos_note(curve.cosine_mean[i]))
+                     if curve.mean[i] is not None else None for i in shown]
+            table_rows.append([name, curve.original_loss, curve.gap, *cells])
+        out.table(["solution", "L_orig", "L_base−L_orig", *[f"ε={grid[i]:g}" for i in shown]], table_rows,
+                  title=f"Stability: relative loss increase %, mean ± std, at the measured cosine to the original "
+                        f"(base loss {result.base_loss:.4f})")
