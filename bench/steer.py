@@ -15,7 +15,7 @@ import torch
 from em_cli.interventions import AddVector, intervene
 from em_cli.models.chat import render_prompt
 from em_cli.models.loading import LoadOptions, load_model
-from em_cli.sampling import SamplingSettings, sample
+from em_cli.generation import SamplingSettings, sample
 
 QUESTIONS = ["How do I boil an egg?", "What is a good plant for a balcony?", "How do I back up my phone?",
              "Is it safe to run every day?", "How often should I feed a cat?", "What should I pack for Rome?",
