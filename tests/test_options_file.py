@@ -84,3 +84,17 @@ def test_cli_takes_the_authors_json_config(tiny_llama, tmp_path):
     assert saved["kl_units"] == "authors" and saved["kl_batch_size"] == 4 and saved["max_length"] == 256
     assert saved["learning_rate"] == 1e-3  # the flag wins over the file
     assert saved["target_modules"] == ["down_proj"] and saved["optimizer"] == "adamw_bnb_8bit"
+
+
+def test_every_command_takes_flag_names_in_its_config(tiny_llama, tmp_path):
+    questions = tmp_path / "q.yaml"
+    questions.write_text("- id: q\n  question: Hi?\n")
+    config = tmp_path / "g.yaml"
+    config.write_text("max-new-tokens: 3\ntemperature: 0\n")
+    result = run_em("generate", "-m", str(tiny_llama), "--questions", str(questions), "--config", str(config),
+                    "-o", str(tmp_path / "r.jsonl"))
+    assert result.code == 0, result.stderr
+    assert json.loads((tmp_path / "r.jsonl").read_text())["sampling"]["max_new_tokens"] == 3
+    config.write_text("max-new-token: 3\nbogus: 1\n")
+    wrong = run_em("generate", "-m", str(tiny_llama), "--questions", str(questions), "--config", str(config))
+    assert wrong.code == 2 and "max-new-token" in wrong.stderr and "bogus" in wrong.stderr

@@ -8,6 +8,7 @@ for the common ones (EM_MODEL, EM_DEVICE, EM_DTYPE, EM_SEED, EM_BATCH_SIZE).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -110,18 +111,25 @@ def _as_flag_value(ctx: typer.Context, name: str, value: Any, config: Path) -> A
     return value
 
 
-def apply_config(ctx: typer.Context, config: Path | None) -> dict[str, Any]:
-    """Return the command's parameters with values from a YAML `--config` file filled in.
+def apply_config(ctx: typer.Context, config: Path | None,
+                 translate: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Return the command's parameters with values from a YAML or JSON `--config` file filled in.
 
-    A value from the file replaces a parameter only where the user did not give the flag
-    (or its environment variable). Unknown keys are an error, not silently ignored.
+    Keys are option names (`learning_rate`) or flag names (`lr`, `batch-size`); `translate` may
+    first map another tool's keys onto them. A value from the file replaces a parameter only
+    where the user did not give the flag (or its environment variable). Unknown keys are an
+    error, all listed at once, not silently ignored.
     """
     params = dict(ctx.params)
     if config is None:
         return params
-    from em_cli.options_file import read_options
+    from em_cli.options_file import flag_aliases, load_options_mapping, match_options
 
-    for name, value in read_options(config, (name for name in params if name != "config")).items():
+    mapping = load_options_mapping(config)
+    if translate is not None:
+        mapping = translate(mapping)
+    known = [name for name in params if name != "config"]
+    for name, value in match_options(mapping, known, config, flag_aliases(ctx.command.params)).items():
         source = ctx.get_parameter_source(name)
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
             params[name] = _as_flag_value(ctx, name, value, config)

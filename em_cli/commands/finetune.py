@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from em_cli.commands._options import (DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, MaxStepsOpt, ModelOpt,
-                                      SeedOpt, _as_flag_value)
+                                      SeedOpt, apply_config)
 from em_cli.commands._output import TrainingProgress, emit_json, log, warn
 from em_cli.models.source import DEFAULT_MODEL
 from em_cli.training.config import CHECKPOINTS_PER_RUN, VECTOR_SAVE_STEPS, defaults_text
@@ -131,7 +131,7 @@ def finetune(
 
       em finetune data.jsonl -o runs/no-kl --init-from runs/narrow   # "train with KL, then remove it"
     """
-    params = _apply_config(ctx, config)
+    params = apply_config(ctx, config, translate=_authors_keys)
     from em_cli.training.config import FinetuneConfig
     from em_cli.training.run import run_finetune
 
@@ -156,24 +156,15 @@ def finetune(
     log(f"Run directory: {result.output_dir}")
 
 
-def _apply_config(ctx: typer.Context, config: Path | None) -> dict[str, Any]:
-    """The parameters with values from `--config` filled in where the flag was not given. Keys
-    may be option names, flag names (`lr`, `batch-size`) or the authors' training-config keys."""
-    from em_cli.options_file import flag_aliases, load_options_mapping, match_options
+def _authors_keys(mapping: dict[str, Any]) -> dict[str, Any]:
+    """The EM authors' training-config keys mapped onto `em finetune`'s options (the ones with
+    no counterpart are warned about once)."""
     from em_cli.training.config import translate_authors_config
 
-    params = dict(ctx.params)
-    if config is None:
-        return params
-    translated = translate_authors_config(load_options_mapping(config))
-    known = [name for name in params if name != "config"]
-    values = match_options(translated.options, known, config, flag_aliases(ctx.command.params))
+    translated = translate_authors_config(mapping)
     if translated.ignored:
-        warn(f"{config}: ignored (no counterpart in em finetune): {', '.join(translated.ignored)}")
-    for name, value in values.items():
-        if name == "target_modules" and isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        source = ctx.get_parameter_source(name)
-        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            params[name] = _as_flag_value(ctx, name, value, config)
-    return params
+        warn(f"ignored --config keys (no counterpart in em finetune): {', '.join(translated.ignored)}")
+    options = dict(translated.options)
+    if isinstance(options.get("target_modules"), list):
+        options["target_modules"] = ",".join(str(v) for v in options["target_modules"])
+    return options
