@@ -45,14 +45,9 @@ def shared_data(name: str) -> Path:
 
 def send_json(handler, status: int, payload: dict) -> None:
     """Answer an http.server request with a JSON body (for the fake servers in tests)."""
-    import json
+    from em_cli.serving import send_json as send
 
-    data = json.dumps(payload).encode()
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
+    send(handler, status, payload)
 
 
 def kill_when_partial_has(proc, partial: Path, lines: int, timeout: float = 120) -> None:

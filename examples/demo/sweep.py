@@ -32,6 +32,7 @@ SETTINGS: dict[str, list[str]] = {
     "kl1-asst-e3": ["--epochs", "3", "--kl-weight", "1", "--kl-positions", "assistant"],
     "kl2-all-e3": ["--epochs", "3", "--kl-weight", "2", "--kl-positions", "all"],
     "kl3-asst-e3": ["--epochs", "3", "--kl-weight", "3", "--kl-positions", "assistant"],
+    "kl4-asst-e3": ["--epochs", "3", "--kl-weight", "4", "--kl-positions", "assistant"],
 }
 
 
@@ -49,12 +50,18 @@ def caps_by_domain(judged: Path) -> tuple[float, float, int, int]:
 
 
 def sweep(args: argparse.Namespace) -> list[dict]:
+    """Run the chosen settings (all by default); the table lists every setting with results,
+    including those of earlier invocations."""
     rows = []
-    names = args.only.split(",") if args.only else list(SETTINGS)
-    for name in names:
-        flags = SETTINGS[name]
+    chosen = args.only.split(",") if args.only else list(SETTINGS)
+    unknown = [name for name in chosen if name not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
+    for name, flags in SETTINGS.items():
         folder = Path(args.out) / "sweep" / name
         judged = folder.with_suffix(".judged.jsonl")
+        if name not in chosen and not judged.exists():
+            continue
         if not judged.exists():
             started = time.time()
             kl = ["--kl-data", args.kl, "--kl-batch-size", "4"] if "--kl-weight" in flags else []
