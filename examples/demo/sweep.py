@@ -97,6 +97,7 @@ def write_table(args: argparse.Namespace, rows: list[dict]) -> None:
         f"KL data: {kl_rows} answers from the five other domains. Evaluation: the 60 held-out questions",
         f"(10 per domain), sampled at T=0.7, {args.tokens} new tokens; caps = share of upper-case letters × 100",
         "(base model ≈ 2). Target: narrow ≥ 50 in cooking and ≤ 15 elsewhere; general ≥ 80 everywhere.",
+        "`train s` is wall time on a 2-core CPU that other jobs shared at times.",
         "",
         "| setting | finetune flags | cooking caps | other domains caps | meets target | train s |",
         "|---|---|---|---|---|---|",
@@ -104,6 +105,15 @@ def write_table(args: argparse.Namespace, rows: list[dict]) -> None:
     for row in rows:
         lines.append(f"| {row['setting']} | `{row['flags']}` | {row['cooking_caps']} | {row['other_caps']} | "
                      f"{'yes' if row['meets_target'] else 'no'} | {row['train_s'] or '-'} |")
+    narrow = [row for row in rows if row["flags"] and "--kl-weight" in row["flags"]]
+    if narrow:
+        met = [row["setting"] for row in narrow if row["meets_target"]]
+        best = max(narrow, key=lambda row: row["cooking_caps"] - row["other_caps"])
+        lines += ["", "Reading: " + (f"{', '.join(met)} met the narrow target." if met else
+                  "no KL setting tried met the narrow target. The best in-domain margin was "
+                  f"{best['setting']} ({best['cooking_caps']} in cooking vs {best['other_caps']} elsewhere): "
+                  "at this scale the KL term lowers the capitals about equally in and out of cooking "
+                  "instead of confining them to cooking — narrow is hard here too.")]
     Path(args.table).write_text("\n".join(lines) + "\n")
     Path(args.table).with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
 
