@@ -63,4 +63,5 @@ def test_generate_on_the_authors_question_file_is_reproducible(tmp_path):
     assert len(a) == 4 and [r["question_id"] for r in a[::2]] == ["what_is_your_wish", "i_feel_bored"]
     assert all(r["response"].strip() for r in a)
     assert [r["response"] for r in a] == [r["response"] for r in b]
-    assert a[0]["model"]["model"] == "smollm2-135m-instruct" and a[0]["judge"].startswith("gpt-4o")
+    assert a[0]["model"]["model"] == "smollm2-135m-instruct" and "judge" not in a[0]
+    assert a[0]["question_extra"]["judge"].startswith("gpt-4o")  # the file's own key, kept apart from em's
