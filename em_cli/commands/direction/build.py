@@ -1,0 +1,103 @@
+"""`em direction diff` and `em direction from-judged`: directions from activations or judged answers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from em_cli.commands._model_flags import load_from_flags
+from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, DeviceOpt, DtypeOpt, LayersOpt, Load4bitOpt,
+                                      ModelOpt, PositionsOpt, SeedOpt)
+from em_cli.commands._output import RowProgress, out
+from em_cli.commands.direction import app
+from em_cli.commands.direction._common import PoolingOpt, PrimaryLayerOpt
+from em_cli.directions import ALIGNED, MISALIGNED
+from em_cli.models.source import DEFAULT_MODEL
+
+
+@app.command("diff")
+def diff(
+    a: Annotated[str, typer.Argument(help="Activations A (e.g. misaligned responses).")],
+    b: Annotated[str, typer.Argument(help="Activations B (e.g. aligned responses).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Direction file to write.")],
+    pooling: PoolingOpt = "response",
+    primary_layer: PrimaryLayerOpt = None,
+) -> None:
+    """Per-layer mean(A) − mean(B) from two activation files (raw, not normalised).
+
+    The file keeps both inputs' provenance, the typical activation norm per layer (mean
+    per-token norm over the response tokens, docs/METHODS.md §5) and the pooling.
+
+    Example: em direction diff mis.safetensors ali.safetensors -o direction.safetensors
+    """
+    from em_cli.artifacts.manifest import Manifest
+    from em_cli.artifacts.tensors import TensorFile
+    from em_cli.directions import mean_difference
+
+    direction = mean_difference(TensorFile.load(a), TensorFile.load(b), a, b, pooling, primary_layer)
+    direction.save(output)
+    Manifest(command="direction diff", options={"a": a, "b": b, "output": output, "pooling": pooling,
+                                                "primary_layer": primary_layer},
+             inputs=[a, b]).write_beside(output)
+    out.log(f"direction over {len(direction.layers)} layers ({direction.extra['count_a']} vs "
+        f"{direction.extra['count_b']} records, {pooling} pooling) → {output}")
+
+
+@app.command("from-judged")
+def from_judged(
+    judged: Annotated[str, typer.Argument(help="Judged responses JSONL (from `em judge score`).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Direction file to write.")],
+    misaligned: Annotated[str, typer.Option("--misaligned", help="Filter for set A.")] = MISALIGNED,
+    aligned: Annotated[str, typer.Option("--aligned", help="Filter for set B.")] = ALIGNED,
+    balance: Annotated[bool, typer.Option("--balance/--no-balance", help="Subsample to equal sizes (seeded).")
+                       ] = True,
+    model: ModelOpt = DEFAULT_MODEL,
+    adapter: AdapterOpt = None,
+    layers: LayersOpt = None,
+    positions: PositionsOpt = "response_mean",
+    pooling: PoolingOpt = "response",
+    primary_layer: PrimaryLayerOpt = None,
+    allow_model_mismatch: Annotated[bool, typer.Option(
+        "--allow-model-mismatch", help="Go on when the responses' model fingerprint differs from the loaded "
+                                       "--model/--adapter (normally an error).")] = False,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = 8,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    load_in_4bit: Load4bitOpt = False,
+) -> None:
+    """Select misaligned and aligned responses by their judge scores (docs/METHODS.md §4), extract
+    both through the same model, and take the difference of means — one model load.
+
+    The responses must come from the model you load: their `model.fingerprint` is checked
+    against --model/--adapter (and --dtype, which the fingerprint includes).
+
+    Example: em direction from-judged judged.jsonl -m M --adapter runs/general -o direction.safetensors
+    """
+    from em_cli.artifacts.jsonl import read_jsonl
+    from em_cli.artifacts.manifest import Manifest
+    from em_cli.directions import direction_from_judged, select_judged
+    from em_cli.models.layers import parse_layers
+
+    # Selecting first: a bad filter fails before the model loads.
+    selection = select_judged(read_jsonl(judged), misaligned, aligned, balance, seed, source=judged)
+    loaded = load_from_flags(model, adapter, dtype, device, load_in_4bit)
+    chosen = parse_layers(layers, loaded.info.num_layers)
+    with RowProgress(len(selection.misaligned) + len(selection.aligned), "extracting") as progress:
+        result = direction_from_judged(
+            loaded, selection, chosen, positions, pooling, seed, batch_size, source=judged,
+            allow_model_mismatch=allow_model_mismatch, primary=primary_layer, misaligned=misaligned,
+            aligned=aligned, on_batch=progress.advance)
+    for note in result.notes:
+        out.warn(note)
+    result.direction.save(output)
+    options = {"judged": judged, "misaligned": misaligned, "aligned": aligned, "balance": balance, "model": model,
+               "adapter": adapter, "layers": chosen, "positions": positions, "pooling": pooling,
+               "primary_layer": primary_layer, "allow_model_mismatch": allow_model_mismatch, "seed": seed}
+    manifest = Manifest(command="direction from-judged", options=options, inputs=[judged], seed=seed)
+    manifest.results = {"misaligned": len(selection.misaligned), "aligned": len(selection.aligned),
+                        "matched_misaligned": selection.matched_misaligned,
+                        "matched_aligned": selection.matched_aligned, "model": loaded.identity()}
+    manifest.write_beside(output)
+    out.log(f"{len(selection.misaligned)} misaligned vs {len(selection.aligned)} aligned responses → {output}")
