@@ -59,7 +59,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
         raise SystemExit(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}")
     for name, flags in SETTINGS.items():
         folder = Path(args.out) / "sweep" / name
-        judged = folder.with_suffix(".judged.jsonl")
+        judged = folder.parent / f"{name}.judged.jsonl"  # names hold dots (kl0.5-…)
         if name not in chosen and not judged.exists():
             continue
         if not judged.exists():
@@ -68,7 +68,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
             run([args.em, "finetune", args.data, "-o", str(folder), "--seed", str(args.seed), *BASE, *flags, *kl,
                  "--save-steps", "1000"])
             trained = time.time() - started
-            answers = folder.with_suffix(".eval.jsonl")
+            answers = folder.parent / f"{name}.eval.jsonl"
             run([args.em, "generate", "--adapter", str(folder / "adapter"), "--questions", "everyday-heldout",
                  *SAMPLE, "--max-new-tokens", str(args.tokens), "-o", str(answers)])
             run([args.em, "judge", "score", str(answers), "--metrics", "caps", "-o", str(judged)])
