@@ -9,7 +9,8 @@ import typer
 
 from em_cli.commands._options import (DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, MaxStepsOpt, ModelOpt,
                                       SeedOpt, apply_config)
-from em_cli.commands._output import TrainingProgress, emit_json, log, warn
+from em_cli.commands._output import emit_json, log, warn
+from em_cli.commands._progress import TrainingProgress
 from em_cli.models.source import DEFAULT_MODEL
 from em_cli.training.config import CHECKPOINTS_PER_RUN, VECTOR_SAVE_STEPS, defaults_text
 

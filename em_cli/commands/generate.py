@@ -10,7 +10,8 @@ import typer
 from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, DtypeOpt, LimitOpt,
                                       Load4bitOpt, MaxNewTokensOpt, ModelOpt, OutputOpt, QuestionsOpt,
                                       SamplesOpt, SeedOpt, TemperatureOpt, TopPOpt, apply_config, model_options)
-from em_cli.commands._output import RowProgress, log, warn
+from em_cli.commands._output import log, warn
+from em_cli.commands._progress import RowProgress
 from em_cli.models.source import DEFAULT_MODEL
 
 

@@ -10,7 +10,8 @@ from em_cli.commands._model_flags import load_from_flags
 from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, DtypeOpt, LayersOpt, LimitOpt,
                                       Load4bitOpt, MaxNewTokensOpt, ModelOpt, OutputOpt, QuestionsOpt, SamplesOpt,
                                       SeedOpt, TemperatureOpt, TopPOpt, apply_config)
-from em_cli.commands._output import RowProgress, out
+from em_cli.commands._output import out
+from em_cli.commands._progress import RowProgress
 from em_cli.models.source import DEFAULT_MODEL
 
 

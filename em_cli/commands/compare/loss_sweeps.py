@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from em_cli.commands._options import BatchSizeOpt, DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, ModelOpt, SeedOpt, renamed
-from em_cli.commands._output import RowProgress, out
+from em_cli.commands._output import out
+from em_cli.commands._progress import RowProgress
 from em_cli.commands.compare import app
 from em_cli.commands.compare._shared import (ControlsOpt, DataOpt, MaxLengthOpt, MoreSolutionsArg, NormFractionsOpt,
                                              OldFractionsOpt, OldRowsOpt, OutDirOpt, QuickOpt, RowsOpt, SolutionsOpt,

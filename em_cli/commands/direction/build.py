@@ -9,7 +9,8 @@ import typer
 from em_cli.commands._model_flags import load_from_flags
 from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, DeviceOpt, DtypeOpt, LayersOpt, Load4bitOpt,
                                       ModelOpt, PositionsOpt, SeedOpt)
-from em_cli.commands._output import RowProgress, out
+from em_cli.commands._output import out
+from em_cli.commands._progress import RowProgress
 from em_cli.commands.direction import app
 from em_cli.commands.direction._common import PoolingOpt, PrimaryLayerOpt
 from em_cli.directions import ALIGNED, MISALIGNED

@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 import typer
 
 from em_cli.commands._options import ConfigOpt, DeviceOpt, DtypeOpt, JsonOpt, LimitOpt, OutputOpt, apply_config
-from em_cli.commands._output import RowProgress, emit_json, log, warn
+from em_cli.commands._output import emit_json, log, warn
+from em_cli.commands._progress import RowProgress
 from em_cli.commands.judge import app
 
 
