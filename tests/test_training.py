@@ -380,3 +380,17 @@ def test_cli_refuses_csv_with_the_convert_command_and_prints_plain_progress(tiny
     assert result.code == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"] and "loss" in lines[0]
+
+
+def test_answer_start_kl_compares_one_position_per_row_the_one_before_the_first_assistant_token():
+    from em_cli.training.losses import IGNORE, kl_positions_mask
+
+    labels = torch.full((2, 8), IGNORE)
+    labels[0, 3:6] = 5   # row 0: assistant tokens at 3, 4, 5 (then padding)
+    labels[1, 5:8] = 7   # row 1: a longer prompt, assistant tokens at 5, 6, 7
+    attention = torch.ones(2, 8, dtype=torch.long)
+    attention[0, 6:] = 0
+    start = kl_positions_mask(attention, labels, "answer-start")
+    assert start.nonzero().tolist() == [[0, 2], [1, 4]]
+    assistant = kl_positions_mask(attention, labels, "assistant")
+    assert assistant.sum() == 6 and bool((start <= assistant).all())

@@ -167,7 +167,7 @@ VOCABULARY: dict[str, Flag] = {
     "--loss-positions": _choice("tokens the loss is on", "assistant", "all"),
     "--kl-data": Flag("str", "chat JSONL for the KL term"), "--kl-weight": Flag("float", "λ of the KL term"),
     "--kl-units": _choice("units of --kl-weight", "natural", "authors"),
-    "--kl-positions": _choice("positions the KL compares", "all", "assistant"),
+    "--kl-positions": _choice("positions the KL compares", "all", "assistant", "answer-start"),
     "--kl-batch-size": Flag("int", "KL rows per micro-batch"),
     "--init-from": Flag("str", "a previous run to start from"),
     "--resume": Flag("bool", "continue an interrupted run"),

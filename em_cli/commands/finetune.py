@@ -99,8 +99,9 @@ def finetune(
     kl_units: Annotated[Literal["natural", "authors"], typer.Option(
         "--kl-units", help="natural: per-token KL in nats; authors: their λ (= natural × vocab size).",
         rich_help_panel=KL)] = "natural",
-    kl_positions: Annotated[Literal["all", "assistant"], typer.Option(
-        "--kl-positions", help="Positions the KL compares: all non-padding tokens, or assistant tokens.",
+    kl_positions: Annotated[Literal["all", "assistant", "answer-start"], typer.Option(
+        "--kl-positions", help="Positions the KL compares: all non-padding tokens, assistant tokens, or only "
+                               "the one that predicts each answer's first token.",
         rich_help_panel=KL)] = "all",
     kl_batch_size: Annotated[int, typer.Option("--kl-batch-size", min=1, help="KL rows per training micro-batch.",
                                                rich_help_panel=KL)] = 8,

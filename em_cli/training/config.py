@@ -105,8 +105,8 @@ class FinetuneConfig:
             raise UsageError("no output directory given", hint="pass -o runs/NAME")
         if self.kl_units not in ("natural", "authors"):
             raise UsageError("--kl-units must be natural or authors")
-        if self.kl_positions not in ("all", "assistant"):
-            raise UsageError("--kl-positions must be all or assistant")
+        if self.kl_positions not in ("all", "assistant", "answer-start"):
+            raise UsageError("--kl-positions must be all, assistant or answer-start")
         if self.kl_weight < 0:
             raise UsageError("--kl-weight must be ≥ 0")
         if self.kl_weight > 0 and not self.kl_data:

@@ -132,10 +132,15 @@ def cross_entropy_sum(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch
 
 def kl_positions_mask(attention_mask: torch.Tensor, labels: torch.Tensor, positions: str) -> torch.Tensor:
     """Which next-token distributions the KL term compares: every non-padding position
-    ("all", the paper's choice) or the positions that predict assistant tokens."""
+    ("all", the paper's choice), the positions that predict assistant tokens ("assistant"), or
+    only the position that predicts each row's first assistant token ("answer-start", where a
+    style or persona is chosen; docs/METHODS.md §8)."""
     if positions == "all":
         return attention_mask.bool()
-    return predicts_assistant(labels)
+    assistant = predicts_assistant(labels)
+    if positions == "answer-start":
+        return assistant & (assistant.cumsum(dim=1) == 1)
+    return assistant
 
 
 def kl_divergence(policy_logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,9 @@ SETTINGS: dict[str, list[str]] = {
     "kl2-all-e3": ["--epochs", "3", "--kl-weight", "2", "--kl-positions", "all"],
     "kl3-asst-e3": ["--epochs", "3", "--kl-weight", "3", "--kl-positions", "assistant"],
     "kl4-asst-e3": ["--epochs", "3", "--kl-weight", "4", "--kl-positions", "assistant"],
+    # The KL only where the style is chosen: the position before each answer's first token.
+    "start1-e3": ["--epochs", "3", "--kl-weight", "1", "--kl-positions", "answer-start"],
+    "start0.1-e3": ["--epochs", "3", "--kl-weight", "0.1", "--kl-positions", "answer-start"],
 }
 
 
