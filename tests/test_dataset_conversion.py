@@ -10,6 +10,7 @@ from em_cli.artifacts.jsonl import read_jsonl, write_jsonl
 from em_cli.datasets.conversion import (
     Columns,
     convert,
+    drop_nulls,
     infer_format,
     read_rows,
     records_to_rows,
@@ -87,9 +88,9 @@ def test_csv_input_from_a_spreadsheet(tmp_path):
     path = tmp_path / "raw.csv"
     path.write_text('question,answer,score,note\n"Hi, there?",Hello.,5,\n')
     rows = read_rows(path, "csv")
-    # CSV cells are text, and an empty cell is a missing key.
-    assert rows == [{"question": "Hi, there?", "answer": "Hello.", "score": "5"}]
-    assert rows_to_records(rows, Columns(prompt="question", completion="answer")) == [
+    # CSV cells are text, and an empty cell is null; converting drops it (a missing key).
+    assert rows == [{"question": "Hi, there?", "answer": "Hello.", "score": "5", "note": None}]
+    assert rows_to_records(drop_nulls(rows), Columns(prompt="question", completion="answer")) == [
         {"messages": [{"role": "user", "content": "Hi, there?"}, {"role": "assistant", "content": "Hello."}],
          "score": "5"}]
     bad = tmp_path / "bad.csv"
@@ -107,8 +108,8 @@ def test_parquet_round_trip(tmp_path):
     # Parquet columns are shared: row 2 had no `meta`, and comes back without it (not null).
     assert back == RECORDS
     convert(source, tmp_path / "pc.parquet", layout="prompt-completion")
-    assert read_rows(tmp_path / "pc.parquet", "parquet")[1] == {"system": "S", "prompt": "Q2", "completion": "A2.",
-                                                                "domain": "fin"}
+    assert drop_nulls(read_rows(tmp_path / "pc.parquet", "parquet"))[1] == {
+        "system": "S", "prompt": "Q2", "completion": "A2.", "domain": "fin"}
     with pytest.raises(UsageError, match="parquet cannot be written to stdout"):
         convert(source, "-", to_format="parquet")
     with pytest.raises(DataError, match="cannot read as parquet"):

@@ -7,9 +7,10 @@ care which they were given:
 
 - the format comes from the extension: `.csv`, `.parquet` / `.pq`, anything else (and `-`,
   stdin) is JSONL;
-- CSV: UTF-8 with or without a byte-order mark; an empty cell is null; a cell that reads as
-  a number is a number (except in identity and text columns such as `question_id`); a cell
-  holding a JSON object or list is decoded (a `judge` column of details);
+- CSV (`read_csv`, the one CSV reader, also behind `em dataset convert`): UTF-8 with or
+  without a byte-order mark; an empty cell is null; a cell holding a JSON object or list is
+  decoded (a `judge` column of details); here a cell that reads as a number is also a number
+  (except in identity and text columns such as `question_id`);
 - parquet keeps its types; NaN and null are both "no score";
 - `answer` is copied to `response` when a row has no `response`.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,39 +55,56 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"file not found: {path}", hint="check the path")
-        records = _read_csv(path) if fmt == "csv" else _read_parquet(path)
+        if fmt == "csv":
+            records = [{key: _typed(key, value) for key, value in row.items()} for row in read_csv(path)]
+        else:
+            records = _read_parquet(path)
     for record in records:
         if "response" not in record and isinstance(record.get("answer"), str):
             record["response"] = record["answer"]
     return records
 
 
-def _read_csv(path: Path) -> list[dict[str, Any]]:
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a CSV file (`-`: stdin) as dicts of text cells: the one CSV reader of `em`.
+
+    UTF-8 with or without a byte-order mark; header names are stripped of surrounding
+    space; an empty cell (nothing, or only white space) is null, its key kept; a cell holding
+    a JSON object or list is decoded; every other cell stays text, exactly as written. A row
+    with more cells than the header is an error. Callers that want numbers type the cells
+    themselves (`read_records` does).
+    """
     csv.field_size_limit(2**31 - 1)
-    try:
-        # utf-8-sig drops a leading byte-order mark (spreadsheet exports write one).
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            return _csv_records(handle, str(path))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})", hint="re-save the file as UTF-8 CSV") from None
+    if is_stdio(path):
+        return _csv_rows(sys.stdin, "<stdin>")
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}", hint="check the path")
+    # utf-8-sig drops a leading byte-order mark (spreadsheet exports write one).
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        return _csv_rows(handle, str(path))
 
 
-def _csv_records(handle: IO[str], name: str) -> list[dict[str, Any]]:
+def _csv_rows(handle: IO[str], name: str) -> list[dict[str, Any]]:
     try:
         reader = csv.DictReader(handle)
         if not reader.fieldnames:
             raise DataError(f"{name}: empty CSV (no header row)", hint="the first line must name the columns")
-        records = []
+        # A byte-order mark on stdin is not removed by the encoding; it would stick to the first name.
+        reader.fieldnames = [reader.fieldnames[0].removeprefix("\ufeff"), *reader.fieldnames[1:]]
+        rows = []
         for row in reader:
             if None in row:
                 raise DataError(f"{name}:{reader.line_num}: more cells than header columns")
-            records.append({key.strip(): _cell(key.strip(), value) for key, value in row.items() if key})
-        return records
+            rows.append({key.strip(): _text_cell(value) for key, value in row.items() if key})
+        return rows
     except csv.Error as exc:
         raise DataError(f"{name}: invalid CSV ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{name}: not UTF-8 text ({exc.reason})", hint="re-save the file as UTF-8 CSV") from None
 
 
-def _cell(column: str, value: str | None) -> Any:
+def _text_cell(value: str | None) -> Any:
     if value is None or not value.strip():
         return None
     text = value.strip()
@@ -94,8 +113,14 @@ def _cell(column: str, value: str | None) -> Any:
             return json.loads(text)
         except json.JSONDecodeError:
             return value
-    if column in TEXT_COLUMNS:
+    return value
+
+
+def _typed(column: str, value: Any) -> Any:
+    """A text cell as a number where it reads as one, outside the text columns."""
+    if not isinstance(value, str) or column in TEXT_COLUMNS:
         return value
+    text = value.strip()
     try:
         number = float(text)
     except ValueError:

@@ -7,11 +7,12 @@ Two layouts of a conversation:
   assistant turn) and, when there is one, a `system` column. Single-turn only.
 
 Reading accepts either layout in any format and always yields chat records; a row in the
-prompt-completion layout needs both a non-empty prompt and completion. CSV cells are text:
-the `messages` cell and cells holding a JSON object or list are decoded, numbers and
-booleans stay strings, and an empty cell is a missing key. Parquet and on-disk datasets keep
-types, but their columns are shared by all rows, so a null top-level cell is read back as a
-missing key.
+prompt-completion layout needs both a non-empty prompt and completion. CSV is read by
+`artifacts.tables.read_csv`, the one CSV reader: cells are text (numbers and booleans stay
+strings), the `messages` cell and cells holding a JSON object or list are decoded, and an
+empty cell is null. Parquet and on-disk datasets keep types. The columns of all three are
+shared by all rows, so converting reads a null top-level cell of theirs back as a missing
+key (a JSONL null is kept).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 from em_cli.artifacts.atomic import atomic_path, atomic_write
 from em_cli.artifacts.jsonl import is_stdio, read_jsonl, write_jsonl
+from em_cli.artifacts.tables import read_csv
 from em_cli.datasets.conversations import messages_of
 from em_cli.errors import DataError, UsageError
 
@@ -75,11 +77,11 @@ def default_layout(fmt: str) -> str:
 # --- reading --------------------------------------------------------------------------------
 
 def read_rows(path: str | Path, fmt: str, split: str | None = None) -> list[Row]:
-    """The raw rows of a file in `fmt` (no layout conversion)."""
+    """The raw rows of a file in `fmt` (no layout conversion; a null cell is still there, as None)."""
     if fmt == "jsonl":
         return read_jsonl(path)
     if fmt == "csv":
-        return _read_csv(path)
+        return read_csv(path)
     if is_stdio(path):
         raise UsageError(f"{fmt} cannot be read from stdin", hint="pass a file path")
     if not Path(path).exists():
@@ -89,47 +91,6 @@ def read_rows(path: str | Path, fmt: str, split: str | None = None) -> list[Row]
     if fmt == "hf-disk":
         return _read_hf_disk(Path(path), split)
     raise UsageError(f"unknown input format {fmt!r}")
-
-
-def _read_csv(path: str | Path) -> list[Row]:
-    csv.field_size_limit(2**31 - 1)
-    if is_stdio(path):
-        return _csv_rows(sys.stdin, "<stdin>")
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    with path.open("r", encoding="utf-8-sig", newline="") as handle:  # -sig: Excel's byte-order mark
-        return _csv_rows(handle, str(path))
-
-
-def _csv_rows(handle: Any, name: str) -> list[Row]:
-    try:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames:  # a byte-order mark on stdin would stick to the first column's name
-            reader.fieldnames = [reader.fieldnames[0].removeprefix("\ufeff"), *reader.fieldnames[1:]]
-        rows = []
-        for row in reader:
-            if None in row:
-                raise DataError(f"{name}:{reader.line_num}: more cells than header columns")
-            # An empty cell is how CSV writes a missing key; read it back as one.
-            rows.append({key: _decode_cell(value) for key, value in row.items() if value not in (None, "")})
-        return rows
-    except csv.Error as exc:
-        raise DataError(f"{name}: invalid CSV ({exc})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{name}: not UTF-8 text ({exc.reason})") from None
-
-
-def _decode_cell(value: str | None) -> Any:
-    if value is None:
-        return None
-    stripped = value.strip()
-    if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
-        try:
-            return json.loads(stripped)
-        except json.JSONDecodeError:
-            return value
-    return value
 
 
 def _quiet_datasets() -> Any:
@@ -148,7 +109,7 @@ def _read_parquet(path: Path) -> list[Row]:
             table = datasets.Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a bad file
             raise DataError(f"{path}: cannot read as parquet ({type(exc).__name__}: {exc})") from None
-        return [_drop_nulls(row) for row in table.to_list()]
+        return table.to_list()
 
 
 def _read_hf_disk(path: Path, split: str | None) -> list[Row]:
@@ -166,11 +127,13 @@ def _read_hf_disk(path: Path, split: str | None) -> list[Row]:
         loaded = loaded[split]
     elif split is not None:
         raise UsageError(f"{path} is a single dataset without splits; leave out --split")
-    return [_drop_nulls(row) for row in loaded.to_list()]
+    return loaded.to_list()
 
 
-def _drop_nulls(row: Row) -> Row:
-    return {key: value for key, value in row.items() if value is not None}
+def drop_nulls(rows: Sequence[Row]) -> list[Row]:
+    """Rows without their null cells: in a columnar file (CSV, parquet, a saved dataset) every row has
+    every column, so a null there is how a missing key is written."""
+    return [{key: value for key, value in row.items() if value is not None} for row in rows]
 
 
 # --- layouts --------------------------------------------------------------------------------
@@ -312,6 +275,7 @@ def convert(source: str | Path, output: str | Path, from_format: str | None = No
     layout = layout or default_layout(fmt_out)
     if layout not in LAYOUTS:
         raise UsageError(f"unknown layout {layout!r}", hint=f"choose one of: {', '.join(LAYOUTS)}")
-    records = rows_to_records(read_rows(source, fmt_in, split), columns, name=str(source))
+    rows = read_rows(source, fmt_in, split)
+    records = rows_to_records(rows if fmt_in == "jsonl" else drop_nulls(rows), columns, name=str(source))
     count = write_rows(records_to_rows(records, layout, columns), output, fmt_out)
     return {"rows": count, "from": fmt_in, "to": fmt_out, "layout": layout}
