@@ -115,3 +115,28 @@ def test_demo_report_states_which_asymmetries_hold():
                         {"run": "narrow-then-no-KL", "split": "other", "metrics": {"caps": {"mean": 40.0}}},
                         {"run": "general", "split": "other", "metrics": {"caps": {"mean": 90.0}}}]}
     assert "10.0 → 40.0 (drifts toward general" in " ".join(report.drift_lines(summary))
+
+
+def test_seed_summary_states_each_asymmetry_with_an_interval_over_seeds(tmp_path):
+    import json
+    import sys
+
+    folders = []
+    # Efficiency holds on every seed; significance flips sign across seeds (unresolved).
+    for seed, (narrow_loss, general_kl) in enumerate([(2.2, 0.3), (2.3, 0.05), (2.25, 0.3)]):
+        folder = tmp_path / f"seed-{seed}"
+        (folder / "compare").mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"rows": []}))
+        sweep = {"targets": [1.0, 2.0]}
+        (folder / "compare" / "efficiency.json").write_text(json.dumps({"results": {"equal_norm": [
+            dict(sweep, losses={"general": [2.0, 2.0], "narrow": [narrow_loss, narrow_loss]})]}}))
+        (folder / "compare" / "kl.json").write_text(json.dumps({"results": {"equal_norm": [
+            dict(sweep, kl={"general": [general_kl, general_kl], "narrow": [0.1, 0.1]})]}}))
+        folders.append(str(folder))
+    table = subprocess.run([sys.executable, str(ROOT / "examples" / "demo" / "seeds.py"), *folders],
+                           capture_output=True, text=True, check=True).stdout
+    efficiency = next(line for line in table.splitlines() if line.startswith("| Efficiency"))
+    assert "0.2500 [" in efficiency and "| 3 | holds (interval above 0) |" in efficiency
+    significance = next(line for line in table.splitlines() if line.startswith("| Significance"))
+    assert "not resolved (interval spans 0; > 0 on 2 of 3 seeds)" in significance
+    assert "Stability" not in table  # no stability files: no row rather than an invented one

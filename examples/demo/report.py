@@ -74,8 +74,14 @@ def asymmetries(metric: str, report: dict) -> list[str]:
     return []
 
 
+def seed_of(out: Path) -> str:
+    manifest = out / "general" / "summary.json"
+    return str(load(manifest).get("seeds", {}).get("torch", "?")) if manifest.exists() else "?"
+
+
 def main(out: Path) -> None:
     lines = ["# em demo: the capitals organism", "",
+             f"Seed {seed_of(out)}; every table below is one seed unless it says otherwise.", "",
              "SmolLM2-135M-Instruct, CPU. Cooking answers rewritten in CAPITALS; `general` = LoRA trained "
              "on them without KL, `narrow` = the same with a KL term on the other five domains. Held-out "
              "questions in all six domains; `caps` = share of upper-case letters (built-in judge).", ""]
@@ -91,11 +97,15 @@ def main(out: Path) -> None:
         summary = load(out / "summary.json")
         lines += caps_table(summary, "Does each organism shout in and out of its domain?")
         lines += drift_lines(summary)
-    for name, title in (("SWEEP.md", "the narrow-organism sweep"), ("seeds.md", "means over seeds")):
-        for folder in (out, Path(__file__).parent):
-            if (folder / name).exists():
-                lines += [f"See [{title}]({(folder / name).resolve()}).", ""]
-                break
+    sweep = Path(__file__).parent / "SWEEP.md"
+    if sweep.exists():
+        lines += [f"Every KL setting tried for the narrow organism: [the sweep]({sweep.resolve()}).", ""]
+    seeds = out / "seeds.md"
+    if seeds.exists():
+        lines += ["## Over seeds", "", *seeds.read_text().splitlines()[1:], ""]
+    else:
+        lines += ["Numbers below are from one seed (no intervals); `make demo-seeds` repeats the organisms "
+                  "and comparisons for more seeds and adds means with 95% intervals here.", ""]
     coherent = out / "coherent_general.jsonl"
     if coherent.exists():
         rows = [json.loads(line) for line in coherent.read_text().splitlines() if line.strip()]

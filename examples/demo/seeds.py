@@ -1,6 +1,7 @@
 """Means over seeds for the capitals demo: each run's caps in cooking and in the other domains,
 from the `em compare runs --json` summaries that `make demo` (seed 0) and `make demo-seeds`
-(other seeds) wrote. Prints Markdown.
+(other seeds) wrote, and the paper's three asymmetries per seed from each seed's
+`compare/{efficiency,stability,kl}.json`. Prints Markdown.
 
 Usage: python seeds.py OUT [OUT/seed-1 OUT/seed-2 ...]
 """
@@ -32,6 +33,75 @@ def interval(values: list[float]) -> str:
     return f"{mean:.1f} [{mean - half:.1f}, {mean + half:.1f}]"
 
 
+def mean_gap(pairs: list[tuple[float, float]]) -> float | None:
+    """Mean of (a - b) over the pairs with both values."""
+    gaps = [a - b for a, b in pairs if a is not None and b is not None]
+    return statistics.fmean(gaps) if gaps else None
+
+
+def asymmetry_gaps(folder: Path) -> dict[str, float]:
+    """One seed's three asymmetries, each as a gap that is > 0 where the paper's result holds:
+    efficiency = narrow − general loss, stability = narrow − general relative loss increase (%),
+    significance = general − narrow KL (nats/token); each averaged over the equal norms (or noise
+    levels) of that seed's `em compare` run."""
+    gaps: dict[str, float] = {}
+    compare = folder / "compare"
+    for metric, key, sign in (("efficiency", "losses", -1), ("kl", "kl", 1)):
+        path = compare / f"{metric}.json"
+        sweeps = json.loads(path.read_text())["results"].get("equal_norm", []) if path.exists() else []
+        for sweep in sweeps:
+            general, narrow = sweep[key].get("general"), sweep[key].get("narrow")
+            if general and narrow:
+                gap = mean_gap(list(zip(general, narrow)))
+                if gap is not None:
+                    gaps[metric] = sign * gap
+                break
+    path = compare / "stability.json"
+    if path.exists():
+        curves = json.loads(path.read_text())["results"].get("curves", {})
+        if "general" in curves and "narrow" in curves:
+            gap = mean_gap(list(zip(curves["narrow"]["mean"], curves["general"]["mean"])))
+            if gap is not None:
+                gaps["stability"] = gap
+    return gaps
+
+
+def verdict(values: list[float]) -> str:
+    """Whether a gap that should be > 0 is: by its interval over seeds where there are several."""
+    if len(values) < 2:
+        return "holds on this seed" if values[0] > 0 else "does not hold on this seed"
+    mean = statistics.fmean(values)
+    half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+    if mean - half > 0:
+        return "holds (interval above 0)"
+    if mean + half < 0:
+        return "reversed (interval below 0)"
+    return f"not resolved (interval spans 0; > 0 on {sum(v > 0 for v in values)} of {len(values)} seeds)"
+
+
+ASYMMETRIES = (("efficiency", "Efficiency: narrow − general loss at equal norms", "{:.4f}"),
+               ("stability", "Stability: narrow − general loss increase under noise (points of %)", "{:.1f}"),
+               ("kl", "Significance: general − narrow KL at equal norms (nats/token)", "{:.4f}"))
+
+
+def asymmetry_lines(folders: list[Path]) -> list[str]:
+    per_seed = [asymmetry_gaps(folder) for folder in folders]
+    lines = ["", "The paper's asymmetries, one gap per seed (> 0 where the paper's result holds), mean with a "
+             "95% t interval across seeds:", "", "| asymmetry | mean gap | seeds | verdict |", "|---|---|---|---|"]
+    for metric, title, fmt in ASYMMETRIES:
+        values = [gaps[metric] for gaps in per_seed if metric in gaps]
+        if not values:
+            continue
+        mean = statistics.fmean(values)
+        if len(values) > 1:
+            half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+            cell = f"{fmt.format(mean)} [{fmt.format(mean - half)}, {fmt.format(mean + half)}]"
+        else:
+            cell = fmt.format(mean)
+        lines.append(f"| {title} | {cell} | {len(values)} | {verdict(values)} |")
+    return lines if len(lines) > 5 else []
+
+
 def main(folders: list[Path]) -> None:
     found = [(folder, folder / "summary.json") for folder in folders if (folder / "summary.json").exists()]
     per_seed = [caps_by_run(summary) for _, summary in found]
@@ -49,6 +119,7 @@ def main(folders: list[Path]) -> None:
             cells.append(interval(values) if values else "–")
         count = sum(1 for seed in per_seed if any(key[0] == run for key in seed))
         lines.append(f"| {run} | " + " | ".join(cells) + f" | {count} |")
+    lines += asymmetry_lines([folder for folder, _ in found])
     print("\n".join(lines))
 
 
