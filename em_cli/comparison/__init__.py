@@ -12,6 +12,10 @@ Modules, one concept each:
 - `texts`         — pre-training-style text: a file, a `datasets` dataset, or the base model's own samples.
 - `pretraining_kl`— KL(P_base ‖ P_steered) per token across a norm grid.
 - `runs_table`    — judged results side by side (EM%, coherent%, in-domain vs the rest).
+- `session`       — one comparison run: the solutions on one loaded base model, the loss rows,
+                    the report every metric writes (`MetricRun`).
+- `metric_runs`   — one call per `em compare efficiency | stability | kl`: grids, measurement,
+                    timing, report.
 - `report`        — writing a metric's JSON, plot and manifest.
 - `plots`         — matplotlib figures (Agg backend, imported only when plotting).
 """

@@ -65,30 +65,29 @@ def measure_efficiency(bench: SolutionBench, evaluate: Callable[[Any], float], s
 
     with bench.base():
         base_loss = loss()
-    relative: dict[str, list[float]] = {}
-    for name in names:
-        with bench.applied(name) as handle:
-            relative[name] = []
-            for s in scales:
-                handle.set_scale(s)
-                relative[name].append(loss())
+    relative = {name: _sweep(bench, name, loss, scales, lambda handle, s: handle.set_scale(s)) for name in names}
     sweeps = []
     for kind, members in _by_kind(bench, names).items():
         trained = [n for n in members if not bench.handles[n].control_of] or members
         reference = sum(bench.handles[n].norm for n in trained) / len(trained)
         targets = [p * reference for p in fractions]
-        losses: dict[str, list[float]] = {}
-        for name in members:
-            with bench.applied(name) as handle:
-                losses[name] = []
-                for target in targets:
-                    handle.set_norm(target)
-                    losses[name].append(loss())
+        losses = {name: _sweep(bench, name, loss, targets, lambda handle, t: handle.set_norm(t)) for name in members}
         sweeps.append(EqualNormSweep(kind=kind, reference_norm=reference, fractions=list(fractions), targets=targets,
                                      losses=losses))
     return EfficiencyResult(base_loss=base_loss, scales=list(scales), relative=relative,
                             norms={n: bench.handles[n].norm for n in names}, equal_norm=sweeps,
                             evaluations=loss.calls)
+
+
+def _sweep(bench: SolutionBench, name: str, loss: CountedLoss, values: Sequence[float],
+           set_value: Callable[[Any, float], None]) -> list[float]:
+    """The loss with solution `name` applied at each of `values` (a scale or a norm, set by `set_value`)."""
+    losses = []
+    with bench.applied(name) as handle:
+        for value in values:
+            set_value(handle, value)
+            losses.append(loss())
+    return losses
 
 
 def _by_kind(bench: SolutionBench, names: Sequence[str]) -> dict[str, list[str]]:

@@ -10,7 +10,8 @@ from em_cli.commands._options import model_options
 from em_cli.commands._output import out
 
 if TYPE_CHECKING:
-    from em_cli.comparison.session import MetricRun, OpenedBench
+    from em_cli.comparison.metric_runs import Solutions
+    from em_cli.comparison.session import MetricRun
 
 MoreSolutionsArg = Annotated[list[str] | None, typer.Argument(
     metavar="NAME=PATH", show_default=False,
@@ -49,29 +50,24 @@ def floats(text: str | None, flag: str) -> list[float] | None:
     return values
 
 
-def open_solutions(ctx: typer.Context, require_chat: bool, controls: int = 0) -> OpenedBench:
-    """The solutions of the command line on the base model of its model flags; notes to stderr."""
-    from em_cli.comparison.session import open_bench
+def solutions_of(ctx: typer.Context, require_chat: bool, controls: int = 0) -> Solutions:
+    """The solutions of the command line, on the base model of its model flags."""
+    from em_cli.comparison.metric_runs import Solutions
 
     p = ctx.params
     options = model_options(p["model"], None, p["dtype"], p["device"], p["load_in_4bit"], require_chat=require_chat)
-    opened = open_bench(solution_specs(ctx), options, controls, p["seed"])
-    for warning in opened.warnings:
-        out.warn(warning)
-    for note in opened.notes:
-        out.log(note)
-    return opened
+    return Solutions(solution_specs(ctx), options, controls, p["seed"])
 
 
 def solution_specs(ctx: typer.Context) -> list[str]:
     return [*(ctx.params["solutions"] or []), *(ctx.params["more"] or [])]
 
 
-def run_settings(ctx: typer.Context, **resolved: Any) -> dict[str, Any]:
-    """The run's settings for the report and manifest: every flag, with defaults resolved."""
+def run_settings(ctx: typer.Context) -> dict[str, Any]:
+    """The run's settings for the report and manifest: every flag (the library adds the resolved defaults)."""
     hidden = {"more", "json_", "output", "old_rows", "old_fractions", "old_seeds", "old_max_tokens"}
     settings = {name: value for name, value in ctx.params.items() if name not in hidden}
-    return settings | {"solutions": solution_specs(ctx)} | resolved
+    return settings | {"solutions": solution_specs(ctx)}
 
 
 def finish_run(run: MetricRun, output: str, inputs: list[str], plot: Any, json_: bool) -> None:

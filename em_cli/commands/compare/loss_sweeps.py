@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
@@ -13,7 +12,7 @@ from em_cli.commands._progress import RowProgress
 from em_cli.commands.compare import app
 from em_cli.commands.compare._shared import (ControlsOpt, DataOpt, MaxLengthOpt, MoreSolutionsArg, NormFractionsOpt,
                                              OldFractionsOpt, OldRowsOpt, OutDirOpt, QuickOpt, RowsOpt, SolutionsOpt,
-                                             cos_note, finish_run, floats, open_solutions, run_settings, some_columns)
+                                             cos_note, finish_run, floats, run_settings, solutions_of, some_columns)
 from em_cli.models.source import DEFAULT_MODEL
 
 
@@ -49,32 +48,20 @@ def efficiency(
 
     Example: em compare efficiency -m M --solutions general=runs/g narrow=runs/n --data train.jsonl -o cmp/
     """
-    from em_cli.comparison import efficiency as metric
+    from em_cli.comparison.metric_runs import LossData, run_efficiency
     from em_cli.comparison.plots import plot_efficiency
-    from em_cli.comparison.session import MetricRun, loss_evaluator
 
-    started = time.time()
     rows = renamed(rows, old_rows, "-n", "--rows")
-    grid = floats(scales, "--scales") or list(metric.QUICK_SCALES if quick else metric.RELATIVE_SCALES)
-    targets = (floats(renamed(norm_fractions, old_fractions, "--fractions", "--norm-fractions"), "--norm-fractions")
-               or list(metric.QUICK_FRACTIONS if quick else metric.NORM_FRACTIONS))
-    opened = open_solutions(ctx, True, random_controls)
-    loss_rows, evaluate = loss_evaluator(opened.loaded, data, rows, seed, max_length, batch_size, out.warn)
-    total = metric.planned_evaluations(len(opened.bench.names), grid, targets)
-    measured = time.perf_counter()
-    with RowProgress(total, "loss evaluations") as progress:
-        result = metric.measure_efficiency(opened.bench, evaluate, grid, targets,
-                                           on_evaluation=lambda: progress.advance(1))
-    seconds = time.perf_counter() - measured
-    run = MetricRun("efficiency", opened, run_settings(ctx, rows=rows, scales=grid, norm_fractions=targets), result,
-                    result.evaluations, started,
-                    extra={"data": loss_rows.describe(), "wall_time_s": round(seconds, 3),
-                           "seconds_per_evaluation": round(seconds / max(result.evaluations, 1), 4)})
+    fractions = renamed(norm_fractions, old_fractions, "--fractions", "--norm-fractions")
+    loss = LossData(data, rows, seed, max_length, batch_size)
+    run = run_efficiency(solutions_of(ctx, True, random_controls), loss, floats(scales, "--scales"),
+                         floats(fractions, "--norm-fractions"), quick, run_settings(ctx), out, RowProgress)
     finish_run(run, output, [data], plot_efficiency, json_)
-    out.log(f"{result.evaluations} loss evaluations in {seconds:.1f}s "
-            f"({seconds / max(result.evaluations, 1):.2f}s each)")
+    result, grid = run.result, run.settings["scales"]
+    out.log(f"{result.evaluations} loss evaluations in {run.extra['wall_time_s']:.1f}s "
+            f"({run.extra['seconds_per_evaluation']:.2f}s each)")
     if not json_:
-        bench = opened.bench
+        bench = run.opened.bench
         shown = [s for s in grid if s in (0.0, 1.0, max(grid))]
         out.table(["solution", "kind", "norm", *[f"loss s={s:g}" for s in shown]],
                   [[name, bench.handles[name].kind, bench.handles[name].norm,
@@ -115,42 +102,18 @@ def stability(
 
     Example: em compare stability -m M --solutions general=runs/g narrow=runs/n --data train.jsonl -o cmp/
     """
-    from em_cli.comparison import stability as metric
+    from em_cli.comparison.metric_runs import LossData, run_stability
     from em_cli.comparison.plots import plot_stability
-    from em_cli.comparison.session import MetricRun, loss_evaluator
-    from em_cli.errors import UsageError
 
-    started = time.time()
     rows = renamed(rows, old_rows, "-n", "--rows")
-    grid = floats(epsilons, "--epsilons") or list(metric.QUICK_EPSILONS if quick else metric.EPSILONS)
-    if any(not 0.0 <= e <= 1.0 for e in grid):
-        raise UsageError("--epsilons must lie in [0, 1]")
-    draws = renamed(draws, old_seeds, "--seeds", "--draws") or (metric.QUICK_SEEDS if quick else metric.SEEDS)
-    opened = open_solutions(ctx, True)
-    bench = opened.bench
-    loss_rows, evaluate = loss_evaluator(opened.loaded, data, rows, seed, max_length, batch_size, out.warn)
-    total = metric.planned_evaluations(len(bench.names), grid, draws)
-    out.log(f"{len(grid)} ε × {draws} draws × {len(bench.names)} solutions + {1 + len(bench.names)} baselines = "
-            f"{total} loss evaluations")
-    measured = time.perf_counter()
-    with RowProgress(total, "loss evaluations") as progress:
-        result = metric.measure_stability(bench, bench.names, evaluate, grid, draws, seed,
-                                          on_evaluation=lambda: progress.advance(1))
-    seconds = time.perf_counter() - measured
-    for name, curve in result.curves.items():
-        if curve.gap <= 0:
-            out.warn(f"{name} does not beat the base model on this data (L_base − L_orig = {curve.gap:.4g}): "
-                     "its relative increase is undefined (null)")
-    run = MetricRun("stability", opened, run_settings(ctx, rows=rows, epsilons=grid, draws=draws), result,
-                    result.evaluations, started,
-                    extra={"data": loss_rows.describe(), "planned_evaluations": result.planned_evaluations,
-                           "evaluator_calls": evaluate.calls, "wall_time_s": round(seconds, 3),
-                           "seconds_per_evaluation": round(seconds / max(result.evaluations, 1), 4),
-                           "relative_increase": "100·(L_perturbed − L_orig)/(L_base − L_orig); "
-                                                "std: sample std over draws"})
+    draws = renamed(draws, old_seeds, "--seeds", "--draws")
+    loss = LossData(data, rows, seed, max_length, batch_size)
+    run = run_stability(solutions_of(ctx, True), loss, floats(epsilons, "--epsilons"), draws, quick,
+                        run_settings(ctx), out, RowProgress)
     finish_run(run, output, [data], plot_stability, json_)
-    out.log(f"measured wall time: {seconds:.1f}s for {result.evaluations} loss evaluations "
-            f"({seconds / max(result.evaluations, 1):.2f}s each)")
+    result, grid = run.result, run.settings["epsilons"]
+    out.log(f"measured wall time: {run.extra['wall_time_s']:.1f}s for {result.evaluations} loss evaluations "
+            f"({run.extra['seconds_per_evaluation']:.2f}s each)")
     if not json_:
         shown = some_columns(grid, (0.1, 0.5, 1.0))
         table_rows = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
@@ -12,8 +11,8 @@ from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
 from em_cli.commands.compare import app
 from em_cli.commands.compare._shared import (ControlsOpt, MoreSolutionsArg, NormFractionsOpt, OldFractionsOpt,
-                                             OutDirOpt, QuickOpt, SolutionsOpt, finish_run, floats, open_solutions,
-                                             run_settings, some_columns)
+                                             OutDirOpt, QuickOpt, SolutionsOpt, finish_run, floats, run_settings,
+                                             solutions_of, some_columns)
 from em_cli.models.source import DEFAULT_MODEL
 
 
@@ -67,45 +66,22 @@ def kl(
 
     Example: em compare kl -m M --solutions general=runs/g narrow=runs/n --random-controls 3 -o cmp/
     """
-    from em_cli.comparison import pretraining_kl as metric
+    from em_cli.comparison.metric_runs import run_kl, text_count
     from em_cli.comparison.plots import plot_kl
-    from em_cli.comparison.session import MetricRun
     from em_cli.comparison.texts import external_texts
 
-    started = time.time()
     text_tokens = renamed(text_tokens, old_max_tokens, "--max-tokens", "--text-tokens")
-    grid = floats(multiples, "--multiples") or list(metric.QUICK_MULTIPLES if quick else metric.NORM_MULTIPLES)
-    targets = (floats(renamed(norm_fractions, old_fractions, "--fractions", "--norm-fractions"), "--norm-fractions")
-               or list(metric.QUICK_EQUAL_NORM_FRACTIONS if quick else metric.EQUAL_NORM_FRACTIONS))
-    count = texts or (8 if quick else 50)
+    fractions = renamed(norm_fractions, old_fractions, "--fractions", "--norm-fractions")
+    grid, targets = floats(multiples, "--multiples"), floats(fractions, "--norm-fractions")
+    count = text_count(texts, quick)
     external = external_texts(text, hf_dataset, hf_split, count)
-    opened = open_solutions(ctx, False, random_controls)
-    bench = opened.bench
-    has_adapters = any(h.kind == "adapter" for h in bench.handles.values())
-    to_sample = count if external is None else (len(external[0]) if has_adapters else 0)
-    sampling_started = time.perf_counter()
-    with RowProgress(to_sample, "sampling base-model text") as progress:
-        groups = metric.text_groups(bench, external, count, text_tokens, prompt_tokens, seed, batch_size,
-                                    on_batch=progress.advance)
-    sampling_seconds = time.perf_counter() - sampling_started
-    batches = [(-(-len(g[0].texts) // batch_size), len(g[1])) for g in groups]
-    total = metric.planned_forward_passes(batches, grid, targets)
-    measured = time.perf_counter()
-    with RowProgress(total, "forward passes") as progress:
-        result = metric.measure_kl(bench, groups, grid, batch_size, on_forward=lambda: progress.advance(1),
-                                   fractions=targets)
-    seconds = time.perf_counter() - measured
-    labels = "; ".join(dict.fromkeys(t.get("label", t.get("kind", "?")) for t in result.text_sets))
-    run = MetricRun("kl", opened, run_settings(ctx, texts=count, text_tokens=text_tokens, multiples=grid,
-                                            norm_fractions=targets), result, result.forward_passes, started,
-                    extra={"text": labels, "text_source": result.text_sets,
-                           "wall_time_s": round(seconds + sampling_seconds, 3),
-                           "sampling_time_s": round(sampling_seconds, 3),
-                           "kl_definition": "per-token mean of KL(P_base ‖ P_steered) in nats over scored "
-                                            "non-padding positions"})
+    run = run_kl(solutions_of(ctx, False, random_controls), external, count, text_tokens, prompt_tokens, grid,
+                 targets, quick, run_settings(ctx), out, RowProgress)
     finish_run(run, output, [text] if text else [], plot_kl, json_)
+    result, grid, labels = run.result, run.settings["multiples"], run.extra["text"]
     out.log(f"text: {labels}; {result.forward_passes} forward passes in "
-            f"{seconds:.1f}s (+{sampling_seconds:.1f}s sampling text)")
+            f"{run.extra['wall_time_s'] - run.extra['sampling_time_s']:.1f}s "
+            f"(+{run.extra['sampling_time_s']:.1f}s sampling text)")
     if not json_:
         shown = some_columns(grid, (0.0, 1.0, 2.0, 5.0))
         out.table(["solution", "kind", "norm", *[f"×{grid[i]:g}" for i in shown]],
