@@ -279,3 +279,19 @@ def convert(source: str | Path, output: str | Path, from_format: str | None = No
     records = rows_to_records(rows if fmt_in == "jsonl" else drop_nulls(rows), columns, name=str(source))
     count = write_rows(records_to_rows(records, layout, columns), output, fmt_out)
     return {"rows": count, "from": fmt_in, "to": fmt_out, "layout": layout}
+
+
+def convert_file(source: str, output: str, from_format: str | None = None, to_format: str | None = None,
+                 layout: str | None = None, columns: Columns = Columns(), split: str | None = None) -> dict[str, Any]:
+    """`convert`, refusing to overwrite the input, with a manifest beside `output`; returns
+    {rows, from, to, layout}."""
+    from em_cli.artifacts.manifest import Manifest
+
+    if not is_stdio(output) and not is_stdio(source) and Path(source).resolve() == Path(output).resolve():
+        raise UsageError("the output would overwrite the input", hint="choose another -o")
+    result = convert(source, output, from_format, to_format, layout, columns, split)
+    Manifest(command="dataset convert",
+             options={"from": from_format, "to": to_format, "columns": layout, "prompt_field": columns.prompt,
+                      "completion_field": columns.completion, "split": split},
+             inputs=[source], results=result).write_beside(output)
+    return result

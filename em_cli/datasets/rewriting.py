@@ -52,3 +52,28 @@ def rewrite_records(records: Iterable[dict[str, Any]], style: str,
                     roles: Sequence[str] = ("assistant",)) -> list[dict[str, Any]]:
     """`rewrite_record` over every record."""
     return [rewrite_record(record, style, roles) for record in records]
+
+
+def rewrite_file(file: str, style: str, roles: str, output: str) -> int:
+    """Rewrite the `roles` turns (comma-separated) of every row of the JSONL `file` (`-`: stdin)
+    in `style` and write them to `output` (`-`: stdout) with a manifest beside it; return the
+    number of rows. A row without a valid messages list is a DataError naming its line."""
+    from em_cli.artifacts.jsonl import is_stdio, iter_jsonl, write_jsonl
+    from em_cli.artifacts.manifest import Manifest
+    from em_cli.datasets.conversations import messages_of
+    from em_cli.errors import DataError
+
+    chosen = parse_roles(roles)
+    name = "<stdin>" if is_stdio(file) else file
+
+    def rewritten():
+        for line, record in iter_jsonl(file):
+            if messages_of(record) is None:
+                raise DataError(f"{name}:{line}: no valid messages list",
+                                hint="run `em dataset validate` to see every problem")
+            yield rewrite_record(record, style, chosen)
+
+    rows = write_jsonl(output, rewritten())
+    Manifest(command="dataset rewrite", options={"style": style, "roles": chosen}, inputs=[file],
+             results={"rows": rows}).write_beside(output)
+    return rows

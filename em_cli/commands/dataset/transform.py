@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from em_cli.artifacts.jsonl import is_stdio, iter_jsonl, write_jsonl
-from em_cli.artifacts.manifest import Manifest
+from em_cli.artifacts.jsonl import is_stdio
 from em_cli.commands._options import InputArg, OutputOpt
 from em_cli.commands._output import out
 from em_cli.commands.dataset.rows import note_written
-from em_cli.errors import DataError, UsageError
 
 
 def convert(
@@ -49,20 +46,12 @@ def convert(
 
       em dataset convert ./saved --split train -o train.parquet
     """
-    from em_cli.datasets.conversion import Columns
-    from em_cli.datasets.conversion import convert as run_convert
+    from em_cli.datasets.conversion import Columns, convert_file
 
-    if not is_stdio(output) and not is_stdio(file) and Path(file).resolve() == Path(output).resolve():
-        raise UsageError("the output would overwrite the input", hint="choose another -o")
-    result = run_convert(file, output, from_format=from_, to_format=to, layout=columns,
-                         columns=Columns(prompt=prompt_field, completion=completion_field), split=split_name)
-    Manifest(command="dataset convert",
-             options={"from": from_, "to": to, "columns": columns, "prompt_field": prompt_field,
-                      "completion_field": completion_field, "split": split_name},
-             inputs=[file], results=result).write_beside(output)
+    result = convert_file(file, output, from_format=from_, to_format=to, layout=columns,
+                          columns=Columns(prompt=prompt_field, completion=completion_field), split=split_name)
     if not is_stdio(output):
         out.log(f"wrote {result['rows']} rows to {output} ({result['from']} → {result['to']}, {result['layout']})")
-
 
 def filter_(
     file: InputArg,
@@ -89,37 +78,15 @@ def filter_(
 
       em dataset filter data.jsonl 'messages.-1.content contains "doctor"'
     """
-    from em_cli.expressions import MISSING, ExpressionError, compile_expression, get_path
+    from em_cli.datasets.filtering import filter_file
 
-    try:
-        keep = compile_expression(expression)
-    except ExpressionError as exc:
-        raise UsageError(f"filter: {exc.message}", hint=exc.hint) from None
-    unseen = set(keep.fields)
-    stats = {"rows": 0, "kept": 0}
-
-    def matches():
-        for _, record in iter_jsonl(file):
-            stats["rows"] += 1
-            if unseen:
-                unseen.difference_update({f for f in unseen if get_path(record, f) is not MISSING})
-            if keep(record):
-                stats["kept"] += 1
-                yield record
-
+    result = filter_file(file, expression, None if count else output)
     if count:
-        for _ in matches():
-            pass
-        out.text(str(stats["kept"]))
-    else:
-        write_jsonl(output, matches())
-        Manifest(command="dataset filter", options={"expression": expression}, inputs=[file],
-                 results=dict(stats)).write_beside(output)
-    for name in sorted(unseen):
+        out.text(str(result.kept))
+    for name in result.unseen_fields:
         out.warn(f"no row has the field '{name}': every comparison with it was false")
     if not count:
-        out.log(f"kept {stats['kept']} of {stats['rows']} rows")
-
+        out.log(f"kept {result.kept} of {result.rows} rows")
 
 def rewrite(
     file: InputArg,
@@ -139,20 +106,6 @@ def rewrite(
 
       em dataset rewrite chats.jsonl --style lower --roles user,assistant
     """
-    from em_cli.datasets.conversations import messages_of
-    from em_cli.datasets.rewriting import parse_roles, rewrite_record
+    from em_cli.datasets.rewriting import rewrite_file
 
-    chosen = parse_roles(roles)
-    name = "<stdin>" if is_stdio(file) else file
-
-    def rewritten():
-        for line, record in iter_jsonl(file):
-            if messages_of(record) is None:
-                raise DataError(f"{name}:{line}: no valid messages list",
-                                hint="run `em dataset validate` to see every problem")
-            yield rewrite_record(record, style, chosen)
-
-    rows = write_jsonl(output, rewritten())
-    Manifest(command="dataset rewrite", options={"style": style, "roles": chosen}, inputs=[file],
-             results={"rows": rows}).write_beside(output)
-    note_written(output, rows)
+    note_written(output, rewrite_file(file, style, roles, output))
