@@ -1,8 +1,9 @@
-"""Directions in the residual stream: difference of means, comparisons, controls, GGUF.
+"""Directions in the residual stream from activations: difference of means, from judged answers.
 
-A direction file is a TensorFile of kind "direction" with one raw (not normalised) [d]
-vector per layer; normalise for ablation and cosine. Activation files (kind
-"activations") hold [n, d] per layer (`layer.<L>`), each record's mean over its chosen
+A direction is a `vectors.SteeringVector` of kind "direction": one raw (not normalised) [d]
+vector per layer, saved as a TensorFile of that kind (normalise for ablation and cosine; its
+norms, cosines, random controls and GGUF conversion are its own methods). Activation files
+(kind "activations") hold [n, d] per layer (`layer.<L>`), each record's mean over its chosen
 positions, plus `token_norm.<L>` [n] (each record's mean per-token norm ‖h_t‖ over the same
 positions) and `token_count` [n] (how many positions it averaged).
 
@@ -19,7 +20,6 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from em_cli.artifacts.tensors import TensorFile, layer_key
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from em_cli.activations import ActivationSet
     from em_cli.models.loading import LoadedModel
+    from em_cli.vectors import SteeringVector
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,12 @@ def _provenance(f: TensorFile, name: str) -> str:
 
 
 def mean_difference(a: TensorFile, b: TensorFile, a_name: str = "A", b_name: str = "B",
-                    pooling: str = "response", primary_layer: int | None = None) -> TensorFile:
+                    pooling: str = "response", primary_layer: int | None = None) -> SteeringVector:
     """Per-layer mean(a) − mean(b) over the layers both files hold, pooled per response or
     per token (see `pooled_mean`). Metadata keeps both inputs' provenance (`provenance_a`,
     `provenance_b`: model, fingerprint and every key of each activations file)."""
+    from em_cli.vectors import SteeringVector
+
     for f, name in ((a, a_name), (b, b_name)):
         if f.kind != "activations":
             raise TensorFileError(f"{name} holds {f.kind}, expected activations (from `em extract`)")
@@ -128,7 +131,7 @@ def mean_difference(a: TensorFile, b: TensorFile, a_name: str = "A", b_name: str
     if primary_layer is not None and primary_layer not in layers:
         raise UsageError(f"--primary-layer {primary_layer} is not among the direction's layers",
                          hint=f"choose one of {', '.join(str(x) for x in layers)}")
-    vectors = {layer_key(layer): pooled_mean(a, layer, pooling) - pooled_mean(b, layer, pooling) for layer in layers}
+    vectors = {layer: pooled_mean(a, layer, pooling) - pooled_mean(b, layer, pooling) for layer in layers}
     vector_a, vector_b = mean_vector_norms(a), mean_vector_norms(b)
     extra = {"method": "mean_difference", "pooling": pooling, "positions": a.extra.get("positions", ""),
              "count_a": str(a.layer(layers[0]).shape[0]), "count_b": str(b.layer(layers[0]).shape[0]),
@@ -150,113 +153,8 @@ def mean_difference(a: TensorFile, b: TensorFile, a_name: str = "A", b_name: str
             extra[key] = f.extra["selection"]
     if primary_layer is not None:
         extra["primary_layer"] = str(primary_layer)
-    return TensorFile(kind="direction", tensors=vectors, model_id=a.model_id, model_fingerprint=a.model_fingerprint,
-                      hidden_size=a.hidden_size, layers=layers, extra=extra)
-
-
-def _stored(direction: TensorFile, key: str) -> dict[int, float]:
-    try:
-        return {int(k): float(v) for k, v in json.loads(direction.extra.get(key, "{}")).items()}
-    except (ValueError, AttributeError):
-        return {}
-
-
-def _legacy_norms(direction: TensorFile) -> bool:
-    # Files written before the per-token definition stored mean-vector norms as typical_norms
-    # (and no definition beside them): ~20% too small to be the yardstick of docs/METHODS.md §5.
-    return "typical_norms" in direction.extra and "typical_norm_definition" not in direction.extra
-
-
-def stored_typical_norms(direction: TensorFile) -> dict[int, float]:
-    """The typical activation norm (mean per-token norm) per layer, as the file records it;
-    empty for files whose `typical_norms` are the older mean-vector norms."""
-    if _legacy_norms(direction):
-        log.info("%s records mean-vector norms, not the typical per-token norm: re-make it with "
-                 "`em direction diff` for relative steering norms", direction.extra.get("source_a", "the direction"))
-        return {}
-    return _stored(direction, "typical_norms")
-
-
-def stored_mean_vector_norms(direction: TensorFile) -> dict[int, float]:
-    """Norms of per-record mean vectors per layer (older files: their `typical_norms`)."""
-    return _stored(direction, "typical_norms" if _legacy_norms(direction) else "mean_vector_norms")
-
-
-def primary_layer(direction: TensorFile) -> tuple[int, str]:
-    """The one layer whose direction stands for the file (docs/METHODS.md §5: the paper ablates one
-    layer's direction everywhere), and why: the layer the file records as primary, its only
-    layer, or else the middle of its layers."""
-    recorded = direction.extra.get("primary_layer", "")
-    if recorded.strip().lstrip("-").isdigit() and int(recorded) in direction.layers:
-        return int(recorded), "the file's primary layer"
-    if len(direction.layers) == 1:
-        return direction.layers[0], "the file's only layer"
-    return middle_layer(direction.layers), f"the middle of its {len(direction.layers)} layers"
-
-
-def middle_layer(layers: Sequence[int]) -> int:
-    ordered = sorted(layers)
-    return ordered[len(ordered) // 2]
-
-
-def cosine_by_layer(a: TensorFile, b: TensorFile) -> dict[int, float]:
-    import torch
-
-    if a.hidden_size != b.hidden_size:
-        raise TensorFileError(f"the directions have different hidden sizes ({a.hidden_size} vs {b.hidden_size})")
-    layers = sorted(set(a.layers) & set(b.layers))
-    if not layers:
-        raise TensorFileError("the two directions share no layer")
-    return {layer: float(torch.nn.functional.cosine_similarity(
-        a.layer(layer).float().flatten(), b.layer(layer).float().flatten(), dim=0)) for layer in layers}
-
-
-def applied_scale(tensors: TensorFile) -> float:
-    """What the stored vectors are multiplied by when applied: a trained vector's alpha, else 1."""
-    return float(tensors.extra.get("alpha", 1.0)) if tensors.kind == "vector" else 1.0
-
-
-def norms_by_layer(direction: TensorFile) -> dict[int, float]:
-    """Norm of what is added at each layer (‖alpha·v‖ for trained vectors)."""
-    scale = abs(applied_scale(direction))
-    return {layer: scale * float(direction.layer(layer).float().norm()) for layer in direction.layers}
-
-
-def check_finite(direction: TensorFile, source: str) -> None:
-    import torch
-
-    for layer in direction.layers:
-        if not bool(torch.isfinite(direction.layer(layer)).all()):
-            raise TensorFileError(f"{source}: layer {layer} contains NaN or infinite values")
-
-
-def random_vectors(vectors: dict[int, torch.Tensor], seed: int) -> dict[int, torch.Tensor]:
-    """A Gaussian vector per layer (in layer order, one seeded generator), each normalised to
-    the norm of the vector it replaces (docs/METHODS.md §5: the authors' control forgot to normalise
-    and was ~√d times too long)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for layer in sorted(vectors):
-        v = vectors[layer].float().cpu()
-        noise = torch.randn(v.shape, generator=generator)
-        out[layer] = noise / noise.norm() * v.norm()
-    return out
-
-
-def random_like(direction: TensorFile, seed: int) -> TensorFile:
-    """A norm-matched Gaussian control for every layer of `direction` (see `random_vectors`)."""
-    controls = random_vectors({layer: direction.layer(layer) for layer in direction.layers}, seed)
-    extra = {"method": "random_control", "seed": str(seed), "matched_to": direction.extra.get("source_a", ""),
-             "positions": direction.extra.get("positions", "")}
-    for key in ("typical_norms", "typical_norm_definition", "mean_vector_norms", "mean_vector_norm_definition",
-                "pooling", "primary_layer"):
-        if key in direction.extra:
-            extra[key] = direction.extra[key]
-    return TensorFile(kind="direction", tensors={layer_key(layer): v for layer, v in controls.items()},
-                      model_id=direction.model_id, model_fingerprint=direction.model_fingerprint,
-                      hidden_size=direction.hidden_size, layers=list(direction.layers), extra=extra)
+    return SteeringVector(kind="direction", vectors=vectors, model_id=a.model_id, model_fingerprint=a.model_fingerprint,
+                          hidden_size=a.hidden_size, extra=extra)
 
 
 def principal_components(vectors: list[torch.Tensor], k: int) -> tuple[torch.Tensor, list[float]]:
@@ -271,97 +169,6 @@ def principal_components(vectors: list[torch.Tensor], k: int) -> tuple[torch.Ten
     ratios = (variance / variance.sum().clamp(min=1e-12)).tolist()
     k = min(k, vh.shape[0])
     return vh[:k], ratios[:k]
-
-
-@dataclass
-class GGUFExport:
-    """What `export_gguf` wrote: the layers, and the ones it had to leave out."""
-
-    path: str
-    layers: list[int]
-    skipped: list[int]
-
-    def llama_cpp_flags(self) -> str:
-        """The llama.cpp flags that apply exactly these layers (direction.N is added to the
-        output of block N, 0-based; the layer range is inclusive)."""
-        return (f"--control-vector {self.path} --control-vector-layer-range "
-                f"{min(self.layers)} {max(self.layers)}")
-
-
-def export_gguf(direction: TensorFile, path: str | Path, model_hint: str, scale: float = 1.0,
-                layers: Sequence[int] | None = None) -> GGUFExport:
-    """Write a llama.cpp control vector: tensors `direction.N` (f32 [d]) for layer N (block
-    output, 0-based — llama.cpp adds direction.N to the output of block N and has no
-    direction.0). `layers` limits which of the file's layers are written (default: all).
-    Layer 0 is never written; it is returned in `skipped`."""
-    import numpy as np
-    from gguf import GGUFWriter
-
-    from em_cli.artifacts.atomic import atomic_path
-
-    wanted = list(direction.layers) if layers is None else sorted(set(layers))
-    missing = [layer for layer in wanted if layer not in direction.layers]
-    if missing:
-        have = ", ".join(str(x) for x in direction.layers)
-        raise UsageError(f"the direction has no layer {missing[0]} (it has: {have})",
-                         hint="pass --layers with layers the file holds")
-    skipped = [layer for layer in wanted if layer == 0]
-    kept = [layer for layer in wanted if layer != 0]
-    if not kept:
-        raise TensorFileError("only layer 0 is selected, which llama.cpp control vectors cannot represent")
-    with atomic_path(path) as tmp:
-        writer = GGUFWriter(str(tmp), arch="controlvector")
-        writer.add_string("controlvector.model_hint", model_hint)
-        writer.add_uint32("controlvector.layer_count", len(kept))
-        writer.add_string("em.model_id", direction.model_id)
-        writer.add_string("em.model_fingerprint", direction.model_fingerprint)
-        writer.add_string("em.scale", repr(scale))
-        writer.add_string("em.layers", ",".join(str(layer) for layer in kept))
-        for layer in kept:
-            # A trained vector is applied as alpha·v; llama.cpp adds the tensor as it is (× its own scale).
-            applied = direction.layer(layer).float() * scale * applied_scale(direction)
-            writer.add_tensor(f"direction.{layer}", applied.numpy().astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-    return GGUFExport(path=str(path), layers=kept, skipped=skipped)
-
-
-def import_gguf(path: str | Path) -> TensorFile:
-    """Read a llama.cpp control vector into a direction file."""
-    import torch
-    from gguf import GGUFReader
-
-    path = Path(path)
-    if not path.exists():
-        raise TensorFileError(f"file not found: {path}")
-    try:
-        reader = GGUFReader(str(path))
-    except Exception as exc:  # gguf raises ValueError/struct errors on junk
-        raise TensorFileError(f"{path} is not a GGUF file ({exc})") from None
-
-    def text(key: str) -> str | None:
-        field = reader.fields.get(key)
-        if field is None:
-            return None
-        return bytes(field.parts[field.data[0]]).decode("utf-8")
-
-    tensors = {}
-    for tensor in reader.tensors:
-        name = tensor.name
-        if not name.startswith("direction."):
-            continue
-        layer = int(name.split(".", 1)[1])
-        tensors[layer_key(layer)] = torch.tensor(tensor.data.astype("float32")).flatten()
-    if not tensors:
-        raise TensorFileError(f"{path} holds no direction.N tensors: not a control vector")
-    layers = sorted(int(k.split(".")[1]) for k in tensors)
-    hidden = int(next(iter(tensors.values())).shape[0])
-    return TensorFile(kind="direction", tensors=tensors, model_id=text("em.model_id") or
-                      text("controlvector.model_hint") or "unknown",
-                      model_fingerprint=text("em.model_fingerprint") or "", hidden_size=hidden, layers=layers,
-                      extra={"method": "gguf_import", "source_a": str(path)})
 
 
 # --- a direction straight from judged responses (`em direction from-judged`) ---------------
@@ -450,7 +257,7 @@ def check_judged_model(records: Sequence[dict[str, Any]], loaded: dict[str, Any]
 class JudgedDirection:
     """`direction_from_judged`'s result: the direction and how it was made."""
 
-    direction: TensorFile
+    direction: SteeringVector
     selection: JudgedSelection
     layers: list[int]
     notes: list[str] = field(default_factory=list)

@@ -20,6 +20,7 @@ from em_cli.errors import UsageError
 from em_cli.interventions import Ablate, AddVector, Intervention, PhaseGate, intervene
 from em_cli.responses import ResponseRow, generate_responses
 from em_cli.generation import GENERATED, PROMPT, SamplingSettings
+from em_cli.vectors import SteeringVector
 
 if TYPE_CHECKING:
     import torch
@@ -31,15 +32,13 @@ POSITION_PHASES = {"all": (PROMPT, GENERATED), "prompt": (PROMPT,), "generated":
 
 @dataclass
 class Source:
-    """Vectors that can be added: a direction file (any of its layers) or a trained vector
-    (its own layer, scaled by its alpha)."""
+    """A steering vector under the name settings are called by: a direction (added at any of
+    its layers) or a trained vector (at its own layer, scaled by its alpha). `typical_norms`
+    are the yardsticks relative norms are reported against (read once from the file)."""
 
     name: str
-    vectors: dict[int, torch.Tensor]
-    base_scale: float = 1.0
-    own_layer: int | None = None
+    vector: SteeringVector
     typical_norms: dict[int, float] = field(default_factory=dict)
-    primary: tuple[int, str] | None = None  # (layer, why): the layer whose direction stands for the file
     control_of: str | None = None
 
 
@@ -117,16 +116,17 @@ def build_settings(sources: Sequence[Source], layers: Sequence[int] | None, scal
     settings = []
     for suffix, ablated in variants:
         for source in sources:
-            source_layers = [source.own_layer] if source.own_layer is not None else list(layers or [])
+            own = source.vector.own_layer
+            source_layers = [own] if own is not None else list(layers or [])
             if not source_layers:
                 raise UsageError(f"no layer to steer {source.name} at", hint="pass --layers")
             for layer in source_layers:
-                if layer not in source.vectors:
-                    have = ", ".join(str(x) for x in sorted(source.vectors))
+                if layer not in source.vector.vectors:
+                    have = ", ".join(str(x) for x in sorted(source.vector.vectors))
                     raise UsageError(f"{source.name} has no layer {layer} (it has: {have})")
                 for scale in scales:
-                    addition = Addition(layer, source.vectors[layer], scale * source.base_scale, source.name,
-                                        source.typical_norms.get(layer))
+                    op = source.vector.addition([layer], scale)[layer]
+                    addition = Addition(layer, op.vector, op.scale, source.name, source.typical_norms.get(layer))
                     name = f"{source.name}@{layer}x{scale:g}" + (f"+{suffix}" if suffix else "")
                     settings.append(Setting(name, [addition], ablated, positions))
         if not sources:
@@ -160,36 +160,28 @@ def ablations_for(source: Source, layers: Sequence[int], from_layer: int | None 
     direction at every layer — `from_layer` if given, else the source's primary layer (the
     one its file records, or the middle of its layers). `per_layer=True` removes each
     layer's own direction instead."""
+    vectors = source.vector.vectors
     if per_layer:
         if from_layer is not None:
             raise UsageError("--ablate-from and --ablate-per-layer contradict each other",
                              hint="ablate one layer's direction everywhere, or each layer's own, not both")
-        missing = [layer for layer in layers if layer not in source.vectors]
+        missing = [layer for layer in layers if layer not in vectors]
         if missing:
             raise UsageError(f"{source.name} has no direction for layer {missing[0]}",
                              hint="drop --ablate-per-layer to ablate one layer's direction everywhere, or pass "
                                   "--ablate-layers with the file's layers")
-        return AblationChoice(source.name, [Ablation(layer, source.vectors[layer], source.name, layer)
+        return AblationChoice(source.name, [Ablation(layer, vectors[layer], source.name, layer)
                                             for layer in layers], None, "per layer")
     if from_layer is not None:
-        if from_layer not in source.vectors:
-            have = ", ".join(str(x) for x in sorted(source.vectors))
+        if from_layer not in vectors:
+            have = ", ".join(str(x) for x in sorted(vectors))
             raise UsageError(f"{source.name} has no layer {from_layer} to ablate from (it has: {have})")
         chosen, reason = from_layer, "--ablate-from"
     else:
-        chosen, reason = source.primary or _default_primary(source)
-    vector = source.vectors[chosen]
+        chosen, reason = source.vector.primary_layer()
+    vector = vectors[chosen]
     return AblationChoice(source.name, [Ablation(layer, vector, source.name, chosen) for layer in layers], chosen,
                           reason)
-
-
-def _default_primary(source: Source) -> tuple[int, str]:
-    from em_cli.directions import middle_layer
-
-    layers = sorted(source.vectors)
-    if len(layers) == 1:
-        return layers[0], "its only layer"
-    return middle_layer(layers), f"the middle of its {len(layers)} layers"
 
 
 def _span(layers: Sequence[int]) -> str:
@@ -201,12 +193,10 @@ def _span(layers: Sequence[int]) -> str:
 def random_control(source: Source, k: int, seed: int) -> Source:
     """Control k of `source`: a Gaussian vector per layer with the same norm (docs/METHODS.md §5),
     seeded by (seed, source name, k), used exactly like the source (same layers, alpha)."""
-    from em_cli.directions import random_vectors
     from em_cli.generation import row_seed
 
-    vectors = random_vectors(source.vectors, row_seed(seed, "random-control", source.name, k))
-    return Source(name=f"random{k}-{source.name}", vectors=vectors, base_scale=source.base_scale,
-                  own_layer=source.own_layer, typical_norms=dict(source.typical_norms), primary=source.primary,
+    control = source.vector.random_like(row_seed(seed, "random-control", source.name, k))
+    return Source(name=f"random{k}-{source.name}", vector=control, typical_norms=dict(source.typical_norms),
                   control_of=source.name)
 
 
@@ -295,30 +285,22 @@ def direction_source(path: str, info: Any, name: str | None = None) -> Source:
     import logging
     from pathlib import Path
 
-    from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import check_finite, primary_layer, stored_typical_norms
-
-    direction = TensorFile.load(path, kind="direction")
+    direction = SteeringVector.load(path, kind="direction")
     for warning in direction.check_fits(info, source=str(path)):
         logging.getLogger(__name__).info("Note: %s", warning)
-    check_finite(direction, str(path))
-    return Source(name=name or Path(path).stem, vectors={layer: direction.layer(layer) for layer in direction.layers},
-                  typical_norms=stored_typical_norms(direction), primary=primary_layer(direction))
+    direction.check_finite(str(path))
+    return Source(name=name or Path(path).stem, vector=direction, typical_norms=direction.typical_norms())
 
 
 def trained_vector_source(path: str, info: Any, name: str | None = None) -> Source:
     """A vector from `em finetune --method vector`, at its own layer and alpha."""
     from pathlib import Path
 
-    from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import check_finite
     from em_cli.training.solutions import vector_file
 
     file = vector_file(path)
-    vector = TensorFile.load(file, kind="vector")
+    vector = SteeringVector.load(file, kind="vector")
     vector.check_fits(info, source=str(file))
-    check_finite(vector, str(file))
-    layer = vector.layers[0]
+    vector.check_finite(str(file))
     label = name or (Path(path).name if Path(path).is_dir() else Path(path).stem)
-    return Source(name=label, vectors={layer: vector.layer(layer)}, base_scale=float(vector.extra.get("alpha", 1.0)),
-                  own_layer=layer)
+    return Source(name=label, vector=vector)

@@ -8,10 +8,10 @@ import torch
 
 from em_cli.activations import ActivationSet
 from em_cli.artifacts.tensors import TensorFile
-from em_cli.directions import (activation_file, cosine_by_layer, export_gguf, import_gguf, mean_difference,
-                               mean_vector_norms, principal_components, random_like, stored_mean_vector_norms,
-                               stored_typical_norms, typical_norms)
+from em_cli.directions import (activation_file, mean_difference, mean_vector_norms, principal_components,
+                               typical_norms)
 from em_cli.errors import TensorFileError
+from em_cli.vectors import SteeringVector
 from helpers import run_em
 
 
@@ -61,7 +61,7 @@ def test_typical_norm_is_the_per_token_norm_not_the_mean_vector_norm(tmp_path):
     assert mean_vector_norms(a) == pytest.approx({1: 3.0})
     d = mean_difference(a, b)
     torch.testing.assert_close(d.layer(1), torch.tensor([6.0, 0, 0, 0, 0, 0, 0, 0]))
-    assert stored_typical_norms(d) == pytest.approx({1: 5.0})
+    assert d.typical_norms() == pytest.approx({1: 5.0})
     assert json.loads(d.extra["mean_vector_norms"]) == pytest.approx({"1": 3.0})
     assert "per-token" in d.extra["typical_norm_definition"]
     d.save(tmp_path / "d.safetensors")
@@ -70,11 +70,13 @@ def test_typical_norm_is_the_per_token_norm_not_the_mean_vector_norm(tmp_path):
     assert row["typical_norm"] == pytest.approx(5.0) and row["ratio"] == pytest.approx(6.0 / 5.0)
     assert row["mean_vector_norm"] == pytest.approx(3.0)
     # A control keeps the yardsticks, so steering with it reports the same relative norms.
-    assert stored_typical_norms(random_like(d, 0)) == stored_typical_norms(d)
+    assert d.random_like(0).typical_norms() == d.typical_norms()
     # Older files stored the mean-vector norm as typical_norms: not taken for the yardstick.
-    legacy = TensorFile(kind="direction", tensors=dict(d.tensors), model_id="m", model_fingerprint="f", hidden_size=8,
-                        layers=[1], extra={"typical_norms": json.dumps({"1": 3.0})})
-    assert stored_typical_norms(legacy) == {} and stored_mean_vector_norms(legacy) == {1: 3.0}
+    legacy = TensorFile(kind="direction", tensors=d.to_file().tensors, model_id="m", model_fingerprint="f",
+                        hidden_size=8, layers=[1], extra={"typical_norms": json.dumps({"1": 3.0})})
+    legacy.save(tmp_path / "legacy.safetensors")
+    old = SteeringVector.load(tmp_path / "legacy.safetensors")
+    assert old.typical_norms() == {} and old.mean_vector_norms() == {1: 3.0}
 
 
 def test_pooling_per_response_or_per_token():
@@ -112,12 +114,12 @@ def test_mean_difference_refuses_mixed_positions():
 
 def test_cosine_random_and_pca():
     d = mean_difference(_acts(0, offset=2.0), _acts(1))
-    assert cosine_by_layer(d, d) == pytest.approx({1: 1.0, 2: 1.0})
-    control = random_like(d, seed=4)
+    assert d.cosine(d) == pytest.approx({1: 1.0, 2: 1.0})
+    control = d.random_like(seed=4)
     for layer in d.layers:
         assert float(control.layer(layer).norm()) == pytest.approx(float(d.layer(layer).norm()), rel=1e-5)
-    assert random_like(d, 4).layer(1).tolist() == control.layer(1).tolist()
-    assert abs(cosine_by_layer(d, control)[1]) < 0.99
+    assert d.random_like(4).layer(1).tolist() == control.layer(1).tolist()
+    assert abs(d.cosine(control)[1]) < 0.99
     vectors = [torch.tensor([1.0, 0, 0]) * t for t in range(5)]
     components, ratios = principal_components(vectors, 2)
     assert ratios[0] == pytest.approx(1.0)
@@ -128,7 +130,7 @@ def test_gguf_control_vector_round_trip_and_reader(tmp_path):
     from gguf import GGUFReader
 
     d = mean_difference(_acts(0, layers=(0, 1, 2), offset=1.0), _acts(1, layers=(0, 1, 2)))
-    written = export_gguf(d, tmp_path / "cv.gguf", "llama", scale=2.0)
+    written = d.export_gguf(tmp_path / "cv.gguf", "llama", scale=2.0)
     assert written.skipped == [0] and written.layers == [1, 2]
     reader = GGUFReader(str(tmp_path / "cv.gguf"))
     names = sorted(t.name for t in reader.tensors)
@@ -140,7 +142,7 @@ def test_gguf_control_vector_round_trip_and_reader(tmp_path):
     assert int(count.parts[count.data[0]][0]) == 2
     data = {t.name: np.array(t.data) for t in reader.tensors}
     np.testing.assert_allclose(data["direction.1"], (d.layer(1) * 2).numpy(), rtol=1e-6)
-    back = import_gguf(tmp_path / "cv.gguf")
+    back = SteeringVector.import_gguf(tmp_path / "cv.gguf")
     assert back.layers == [1, 2] and back.model_id == "m"
 
 
@@ -157,7 +159,7 @@ def test_export_writes_only_the_chosen_layers(tmp_path):
     count = reader.fields["controlvector.layer_count"]
     assert int(count.parts[count.data[0]][0]) == 2
     assert "--control-vector-layer-range 2 3" in res.stderr
-    assert import_gguf(tmp_path / "cv.gguf").layers == [2, 3]
+    assert SteeringVector.import_gguf(tmp_path / "cv.gguf").layers == [2, 3]
     missing = run_em("direction", "export", str(tmp_path / "d.safetensors"), "--layers", "7", "-o",
                      str(tmp_path / "x.gguf"))
     assert missing.code == 2 and "no layer 7" in missing.stderr and not (tmp_path / "x.gguf").exists()

@@ -13,6 +13,7 @@ from em_cli.questions import Question
 from em_cli.responses import plan_rows
 from em_cli.generation import SamplingSettings, sample
 from em_cli.steering import Ablation, Source, build_settings, run_sweep
+from em_cli.vectors import SteeringVector
 
 GREEDY = SamplingSettings(max_new_tokens=6, temperature=0)
 
@@ -82,7 +83,7 @@ def test_ablation_removes_the_projection(loaded):
 
 def test_generated_positions_leave_the_prompt_pass_alone(loaded):
     rows = plan_rows([Question(id="q", paraphrases=["Cook rice"])])
-    source = Source(name="v", vectors={2: _vector(norm=50.0)})
+    source = Source(name="v", vector=SteeringVector(kind="direction", vectors={2: _vector(norm=50.0)}))
     plain_setting = build_settings([source], [2], [0.0])
     prompt_only = build_settings([source], [2], [1.0], positions="prompt")
     generated_only = build_settings([source], [2], [1.0], positions="generated")
@@ -98,8 +99,8 @@ def test_generated_positions_leave_the_prompt_pass_alone(loaded):
 
 def test_sweep_grid_names_and_resume(loaded):
     rows = plan_rows([Question(id="a", paraphrases=["Hi"]), Question(id="b", paraphrases=["Yo"])])
-    sources = [Source(name="d", vectors={1: _vector(), 2: _vector(1)}), Source(name="t", vectors={3: _vector(2)},
-                                                                             base_scale=4.0, own_layer=3)]
+    sources = [Source(name="d", vector=SteeringVector(kind="direction", vectors={1: _vector(), 2: _vector(1)})),
+               Source(name="t", vector=SteeringVector(kind="vector", vectors={3: _vector(2)}, extra={"alpha": "4.0"}))]
     ablation = Ablation(0, _vector(5), "x")
     settings = build_settings(sources, [1, 2], [0.0, 2.0], [ablation])
     assert [s.name for s in settings] == ["d@1x0+ablate", "d@1x2+ablate", "d@2x0+ablate", "d@2x2+ablate",
@@ -132,14 +133,14 @@ def test_ablation_removes_one_layers_direction_everywhere_by_default(loaded, tmp
     choice = ablations_for(source, [0, 1, 2, 3])
     assert choice.from_layer == 1 and "middle of its 3 layers" in choice.reason
     assert [a.layer for a in choice.ablations] == [0, 1, 2, 3]
-    assert all(torch.equal(a.direction, source.vectors[1]) for a in choice.ablations)
+    assert all(torch.equal(a.direction, source.vector.layer(1)) for a in choice.ablations)
     assert "layer-1 direction" in choice.describe() and "layers 0-3" in choice.describe()
     recorded = direction_source(_direction_file(tmp_path / "p.safetensors", primary=2), loaded.info)
     assert ablations_for(recorded, [0, 3]).from_layer == 2
     assert ablations_for(recorded, [0, 3], from_layer=0).from_layer == 0
     per_layer = ablations_for(source, [0, 2], per_layer=True)
     assert per_layer.from_layer is None
-    assert [torch.equal(a.direction, source.vectors[a.layer]) for a in per_layer.ablations] == [True, True]
+    assert [torch.equal(a.direction, source.vector.layer(a.layer)) for a in per_layer.ablations] == [True, True]
     with pytest.raises(UsageError, match="no direction for layer 3"):
         ablations_for(source, [3], per_layer=True)
 

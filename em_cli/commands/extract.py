@@ -71,12 +71,11 @@ def extract(
     scope = contextlib.nullcontext()
     vector_note = ""
     if vector:
-        from em_cli.interventions import AddVector, intervene
+        from em_cli.interventions import intervene
         from em_cli.steering import trained_vector_source
 
         source = trained_vector_source(vector, loaded.info)
-        layer = source.own_layer
-        scope = intervene(loaded.model, {layer: [AddVector(source.vectors[layer], source.base_scale)]})
+        scope = intervene(loaded.model, {layer: [op] for layer, op in source.vector.addition().items()})
         vector_note = str(vector)
     with scope, RowProgress(len(records), "extracting") as progress:
         acts = collect_activations(loaded, records, chosen, positions, batch_size, on_batch=progress.advance)

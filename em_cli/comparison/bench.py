@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from em_cli.artifacts.hashing import sha256_file
-from em_cli.artifacts.tensors import TensorFile
 from em_cli.errors import ModelError, UsageError
 from em_cli.interventions import AddVector, intervene
 from em_cli.training.solutions import ADAPTER_DIR, VECTOR_FILE, adapter_dir, vector_file
+from em_cli.vectors import SteeringVector
 
 if TYPE_CHECKING:
     import torch
@@ -99,24 +99,43 @@ def resolve_solution(name: str, path: str) -> SolutionSpec:
 
 @dataclass
 class VectorHandle:
-    """A steering vector applied as h + scale·v at the block output of `layer`."""
+    """A trained steering vector applied as h + scale·v at the block output of its layer;
+    `op` is the one intervention the bench rescales and perturbs in place."""
 
     name: str
     path: str
-    layer: int
-    alpha: float
-    original: torch.Tensor  # v as trained (float32, on the model's device)
-    op: AddVector
+    vector: SteeringVector  # as trained (float32, on the model's device)
     fingerprint: str
-    base_fingerprint: str
     control_of: str | None = None
     seed: int | None = None
     kind: str = VECTOR
+    op: AddVector = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        (self.op,) = self.vector.addition().values()
+
+    @property
+    def layer(self) -> int:
+        return self.vector.own_layer
+
+    @property
+    def alpha(self) -> float:
+        return self.vector.alpha
+
+    @property
+    def original(self) -> torch.Tensor:
+        """v as trained (without alpha)."""
+        return self.vector.layer(self.layer)
+
+    @property
+    def base_fingerprint(self) -> str:
+        """The fingerprint of the model the vector was trained on."""
+        return self.vector.model_fingerprint
 
     @property
     def norm(self) -> float:
         """‖alpha·v‖ of the solution as trained."""
-        return abs(self.alpha) * float(self.original.float().norm())
+        return self.vector.norms()[self.layer]
 
     def set_scale(self, s: float) -> None:
         """Apply s × the solution (s = 1: as trained, 0: nothing added)."""
@@ -274,27 +293,22 @@ class SolutionBench:
     def _add_vector(self, spec: SolutionSpec) -> VectorHandle:
         import torch
 
-        tensors = TensorFile.load(spec.location, kind="vector")
-        tensors.check_fits(self.info, source=str(spec.location))  # raises on a different hidden size
-        if len(tensors.layers) != 1:
-            raise ModelError(f"{spec.location} holds {len(tensors.layers)} layers; a trained vector has one")
-        layer = tensors.layers[0]
-        vector = tensors.layer(layer).to(self.device, torch.float32)
-        if not bool(torch.isfinite(vector).all()):
-            raise ModelError(f"{spec.location} contains NaN or infinite values")
+        trained = SteeringVector.load(spec.location, kind="vector")
+        trained.check_fits(self.info, source=str(spec.location))  # raises on a different hidden size
+        if len(trained.layers) != 1:
+            raise ModelError(f"{spec.location} holds {len(trained.layers)} layers; a trained vector has one")
+        trained.check_finite(str(spec.location))
         others = {h.base_fingerprint for h in self.handles.values() if isinstance(h, VectorHandle) and not h.control_of}
-        if others and tensors.model_fingerprint not in others:
+        if others and trained.model_fingerprint not in others:
             raise UsageError(f"solution {spec.name} was trained on another base model than the other vectors "
-                             f"(fingerprint {tensors.model_fingerprint[:12]})",
+                             f"(fingerprint {trained.model_fingerprint[:12]})",
                              hint="compare solutions of one base model only")
-        if tensors.model_fingerprint != self.info.fingerprint:
+        if trained.model_fingerprint != self.info.fingerprint:
             log.warning("%s was trained on %s (fingerprint %s), not on the model loaded here (%s, %s); "
-                        "a different dtype also changes the fingerprint", spec.name, tensors.model_id,
-                        tensors.model_fingerprint[:12], self.info.model_id, self.info.fingerprint[:12])
-        alpha = float(tensors.extra.get("alpha", "1.0"))
-        return VectorHandle(name=spec.name, path=spec.path, layer=layer, alpha=alpha, original=vector,
-                            op=AddVector(vector, scale=alpha), fingerprint=sha256_file(spec.location),
-                            base_fingerprint=tensors.model_fingerprint)
+                        "a different dtype also changes the fingerprint", spec.name, trained.model_id,
+                        trained.model_fingerprint[:12], self.info.model_id, self.info.fingerprint[:12])
+        return VectorHandle(name=spec.name, path=spec.path, vector=trained.to(self.device, torch.float32),
+                            fingerprint=sha256_file(spec.location))
 
     def _add_adapter(self, spec: SolutionSpec) -> AdapterHandle:
         from peft import PeftModel
@@ -338,7 +352,7 @@ class SolutionBench:
     def add_random_controls(self, name: str, count: int, seed: int) -> list[Handle]:
         """`count` norm-matched random controls of solution `name`, named random<k>-<name>.
 
-        Vector: a Gaussian vector at the same layer with the same ‖alpha·v‖ (`random_like`).
+        Vector: a Gaussian vector at the same layer with the same ‖alpha·v‖ (`SteeringVector.random_like`).
         Adapter: a new adapter on the same modules with Gaussian A and B, both scaled by
         one factor per module so that its ‖B·A‖_F equals the solution's at that module.
         Seeds come from (seed, name, k), so controls of different solutions differ.
@@ -359,16 +373,8 @@ class SolutionBench:
         return made
 
     def _random_vector(self, source: VectorHandle, name: str, seed: int) -> VectorHandle:
-        from em_cli.artifacts.tensors import layer_key
-        from em_cli.directions import random_like
-
-        template = TensorFile(kind="vector", tensors={layer_key(source.layer): source.original.cpu()},
-                              model_id=self.info.model_id, model_fingerprint=source.base_fingerprint,
-                              hidden_size=self.info.hidden_size, layers=[source.layer])
-        vector = random_like(template, seed).layer(source.layer).to(self.device)
-        return VectorHandle(name=name, path="", layer=source.layer, alpha=source.alpha, original=vector,
-                            op=AddVector(vector, scale=source.alpha), fingerprint="",
-                            base_fingerprint=source.base_fingerprint, control_of=source.name, seed=seed)
+        return VectorHandle(name=name, path="", vector=source.vector.random_like(seed).to(self.device),
+                            fingerprint="", control_of=source.name, seed=seed)
 
     def _random_adapter(self, source: AdapterHandle, name: str, seed: int) -> AdapterHandle:
         import torch

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from em_cli.artifacts.tensors import TensorFile, layer_key
 from em_cli.errors import ModelError, UsageError
 from em_cli.interventions import AddVector, intervene
 from em_cli.models.layers import decoder_layers
+from em_cli.vectors import SteeringVector
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,24 @@ class AdapterSolution(Solution):
 
 @dataclass
 class VectorSolution(Solution):
-    layer: int = 0
-    alpha: float = 256.0
-    vector: Any = None  # torch.nn.Parameter
+    """A steering vector trained at one layer: `trained` holds the Parameter the optimizer
+    updates (kind "vector", its alpha and the base model's identity, as every vector file
+    records them); `op` adds alpha·v while training."""
+
+    trained: SteeringVector | None = None
     op: AddVector | None = field(default=None, repr=False)
-    info: ModelInfo | None = None  # the base model, recorded in every vector file
+
+    def __post_init__(self) -> None:
+        if self.op is None and self.trained is not None:
+            (self.op,) = self.trained.addition().values()
+
+    @property
+    def vector(self) -> torch.nn.Parameter:
+        """v as it trains (without alpha)."""
+        return self.trained.layer(self.trained.own_layer)
 
     def active(self) -> contextlib.AbstractContextManager:
-        return intervene(self.model, {self.layer: [self.op]})
+        return intervene(self.model, {self.trained.own_layer: [self.op]})
 
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:
@@ -98,31 +109,25 @@ class VectorSolution(Solution):
         finally:
             self.op.enabled = True
 
-    def tensor_file(self, info: ModelInfo, step: int | None = None) -> TensorFile:
-        extra = {"alpha": repr(self.alpha), "method": "vector", "positions": "all"}
-        if step is not None:
-            extra["step"] = str(step)
-        return TensorFile(kind="vector", tensors={layer_key(self.layer): self.vector.detach().float().cpu()},
-                          model_id=info.model_id, model_fingerprint=info.fingerprint,
-                          hidden_size=info.hidden_size, layers=[self.layer], extra=extra)
-
     def save(self, directory: Path, info: ModelInfo, tokenizer: Any) -> Path:
+        # `trained` already records the base model `attach` was given (the same `info`).
         target = directory / VECTOR_FILE
-        self.tensor_file(info).save(target)
+        self.trained.save(target)
         return target
 
     def save_checkpoint(self, directory: Path) -> None:
         # Checkpoints are ordinary vector files, so a run's trajectory can be analysed
         # (e.g. `em direction pca runs/x/checkpoints/*/vector.safetensors`).
         step = int(directory.name.rsplit("-", 1)[-1]) if directory.name.startswith("checkpoint-") else None
-        self.tensor_file(self.info, step).save(directory / VECTOR_FILE)
+        extra = self.trained.extra if step is None else self.trained.extra | {"step": str(step)}
+        replace(self.trained, extra=extra).save(directory / VECTOR_FILE)
 
     def load_checkpoint(self, directory: Path) -> None:
         import torch
 
-        saved = TensorFile.load(directory / VECTOR_FILE, kind="vector")
+        saved = SteeringVector.load(directory / VECTOR_FILE, kind="vector")
         with torch.no_grad():
-            self.vector.copy_(saved.layer(self.layer))
+            self.vector.copy_(saved.layer(self.trained.own_layer))
 
 
 @dataclass
@@ -201,8 +206,10 @@ def attach(model: torch.nn.Module, config: FinetuneConfig, info: ModelInfo) -> S
         holder = torch.nn.Module()
         holder.vector = vector
         hidden.em_steering = holder
-        return VectorSolution(kind="vector", model=model, layer=layer, alpha=float(config.alpha), vector=vector,
-                              op=AddVector(vector, scale=float(config.alpha)), info=info)
+        trained = SteeringVector(kind="vector", vectors={layer: vector}, model_id=info.model_id,
+                                 model_fingerprint=info.fingerprint, hidden_size=info.hidden_size,
+                                 extra={"alpha": repr(float(config.alpha)), "method": "vector", "positions": "all"})
+        return VectorSolution(kind="vector", model=model, trained=trained)
     for param in model.parameters():
         param.requires_grad_(True)
     return FullSolution(kind="full", model=model)

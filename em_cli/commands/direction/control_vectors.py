@@ -38,15 +38,14 @@ def export(
 
     Example: em direction export direction.safetensors --layers 10-20 -o caps.gguf
     """
-    from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import check_finite, export_gguf
     from em_cli.models.layers import parse_layers
+    from em_cli.vectors import SteeringVector
 
-    direction = TensorFile.load(path, kind=("direction", "vector"))
-    check_finite(direction, path)
+    direction = SteeringVector.load(path)
+    direction.check_finite(path)
     # Bounded by the file, not by a model: export_gguf names the layers the file lacks.
     wanted = parse_layers(layers, 1 << 20) if layers and layers.strip().lower() != "all" else None
-    written = export_gguf(direction, output, model_hint, scale, wanted)
+    written = direction.export_gguf(output, model_hint, scale, wanted)
     if written.skipped:
         out.warn("layer 0 cannot be represented in a llama.cpp control vector (no direction.0); it was left out")
     out.log(f"control vector with {len(written.layers)} layers → {output}")
@@ -63,8 +62,8 @@ def import_(
 
     Example: em direction import caps.gguf -o caps.safetensors
     """
-    from em_cli.directions import import_gguf
+    from em_cli.vectors import SteeringVector
 
-    direction = import_gguf(path)
+    direction = SteeringVector.import_gguf(path)
     direction.save(output)
     out.log(f"{len(direction.layers)} layers → {output}")

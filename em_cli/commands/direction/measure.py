@@ -26,10 +26,9 @@ def cosine(
 
     Example: em direction cosine medical.safetensors sport.safetensors --json
     """
-    from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import cosine_by_layer
+    from em_cli.vectors import SteeringVector
 
-    values = cosine_by_layer(TensorFile.load(a, kind="direction"), TensorFile.load(b, kind="direction"))
+    values = SteeringVector.load(a, kind="direction").cosine(SteeringVector.load(b, kind="direction"))
     rows = [{"layer": layer, "cosine": value} for layer, value in values.items()]
     per_layer_rows(rows, ["layer", "cosine"], json_)
 
@@ -47,16 +46,15 @@ def norm(
 
     Example: em direction norm direction.safetensors
     """
-    from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import norms_by_layer, stored_mean_vector_norms, stored_typical_norms
+    from em_cli.vectors import SteeringVector
 
-    direction = TensorFile.load(path, kind=("direction", "vector"))
-    typical = stored_typical_norms(direction)
-    vector_norms = stored_mean_vector_norms(direction)
+    direction = SteeringVector.load(path)
+    typical = direction.typical_norms()
+    vector_norms = direction.mean_vector_norms()
     rows = [{"layer": layer, "norm": value, "typical_norm": typical.get(layer, float("nan")),
              "ratio": value / typical[layer] if typical.get(layer) else float("nan"),
              "mean_vector_norm": vector_norms.get(layer, float("nan"))}
-            for layer, value in norms_by_layer(direction).items()]
+            for layer, value in direction.norms().items()]
     per_layer_rows(rows, ["layer", "norm", "typical_norm", "ratio"], json_)
 
 
@@ -70,10 +68,9 @@ def random_control(
 
     Example: em direction random direction.safetensors --seed 1 -o random1.safetensors
     """
-    from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import random_like
+    from em_cli.vectors import SteeringVector
 
-    random_like(TensorFile.load(path, kind="direction"), seed).save(output)
+    SteeringVector.load(path, kind="direction").random_like(seed).save(output)
     out.log(f"random control (seed {seed}) → {output}")
 
 
@@ -131,17 +128,16 @@ def project(
     """
     from em_cli.activations import extract_activations
     from em_cli.artifacts.jsonl import read_jsonl, write_jsonl
-    from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import check_finite
     from em_cli.models.layers import parse_layer
+    from em_cli.vectors import SteeringVector
 
     records = read_jsonl(data)
     loaded = load_from_flags(model, adapter, dtype, device, load_in_4bit)
     layer = parse_layer(layer, loaded.info.num_layers)
-    d = TensorFile.load(direction, kind="direction")
+    d = SteeringVector.load(direction, kind="direction")
     for note in d.check_fits(loaded.info, source=direction):
         out.warn(note)
-    check_finite(d, direction)
+    d.check_finite(direction)
     unit = d.layer(layer).float()
     unit = unit / unit.norm()
     with RowProgress(len(records), "projecting") as progress:
