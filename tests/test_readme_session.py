@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 # The substitution table: `em` subcommand → flags appended to make it small. The first 25
 # questions of `everyday` are cooking; 27 gives two of the other domains for the KL data.
 SMALLER: dict[str, list[str]] = {
-    "generate --questions everyday ": ["--limit", "27", "--samples", "1", "--max-new-tokens", "8", "--batch-size", "27"],
+    "generate --questions everyday ": ["--limit", "27", "--samples", "1", "--max-new-tokens", "8",
+                                       "--batch-size", "27"],
     "generate --questions everyday-heldout ": ["--limit", "2", "--samples", "1", "--max-new-tokens", "8"],
     "finetune ": ["--max-steps", "2", "--max-length", "96"],
     "steer ": ["--limit", "1", "--samples", "1", "--max-new-tokens", "8"],
