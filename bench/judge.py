@@ -1,134 +1,192 @@
 """Benchmark: judging throughput against an endpoint with latency, and the cache.
 
-Run by hand (`make bench` or `.venv/bin/python bench/judge.py`). A stdlib HTTP server
-stands in for the judge: it sleeps `--latency` seconds per request and answers fixed top
-logprobs. 400 judgements (200 responses × aligned, coherent) are judged one at a time, then
-with more requests in flight; wall time is compared with the ideal (requests × latency ÷
-concurrency). A last run over the same rows, from the cache of an earlier run, must make no
-request at all. The table goes to stderr; the JSON results to stdout (for bench/run_all.py).
+Run by hand (`make bench` or `.venv/bin/python bench/judge.py`). A small asyncio HTTP server
+in its own process stands in for the judge: it answers every request after `--latency`
+seconds, however many are in flight, with fixed top logprobs. Responses are judged on
+aligned and coherent one at a time, then with 8, 32 and 64 requests in flight; each level
+judges `--waves` × concurrency judgements, so every level takes about the same time. Wall
+time is compared with the ideal (requests × latency ÷ concurrency), and the CPU time `em`
+used is shown beside it (the server's is not counted); the first request of a
+run (the probe that settles the scoring mode) is alone in flight, so the best reachable is
+waves / (waves + 1). A last run over the largest level's rows, from that level's cache, must
+make no request at all. The table goes to stderr; the JSON results to stdout (for
+bench/run_all.py).
+
+What limits a level is the CPU each request costs `em` and its HTTP client: at a latency L
+and concurrency c, `em` must finish c / L requests a second. The default latency is that of
+a hosted judge's one-token answer; a much shorter one measures the machine's CPU instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from em_cli.artifacts.jsonl import write_jsonl
-from em_cli.endpoints import EndpointSettings, RetryPolicy
+from em_cli.endpoints import EndpointSettings, RetryPolicy, Usage
 from em_cli.judging.backends import OpenAIEndpoint
 from em_cli.judging.cache import JudgeCache
 from em_cli.judging.judges import EndpointJudge
 from em_cli.judging.runner import JudgeIdentity, judge_rows, load_rows
-from em_cli.endpoints import Usage
 
 TOP = [("85", -0.3), ("90", -1.6), ("80", -2.3), ("REFUSAL", -4.0), ("75", -4.5)]
 
 
+ANSWER = {"id": "x", "object": "chat.completion", "created": 0, "model": "slow",
+          "choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "85"},
+                       "logprobs": {"content": [{"token": "85", "logprob": -0.3, "bytes": [56, 53],
+                                                 "top_logprobs": [{"token": t, "logprob": v,
+                                                                   "bytes": list(t.encode())} for t, v in TOP]}]}}],
+          "usage": {"prompt_tokens": 250, "completion_tokens": 1, "total_tokens": 251}}
+
+
+def serve(latency: float, port_file: Path) -> None:
+    """The fake judge itself (run in its own process): an asyncio HTTP/1.1 server with keep-alive
+    that answers every POST after `latency` seconds, however many are waiting, and `GET /stats`
+    with the number of POSTs so far. Its own process and event loop keep its work off the
+    measured process: in-process, its threads competed with `em` for the interpreter lock."""
+    import asyncio
+
+    body = json.dumps(ANSWER).encode()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body),
+                                                                                                     body)
+    served = [0]
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                if not head.startswith(b"POST"):
+                    stats = json.dumps({"requests": served[0]}).encode()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(stats), stats))
+                else:
+                    served[0] += 1
+                    await asyncio.sleep(latency)
+                    writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(connection, "127.0.0.1", 0, backlog=1024)
+        port_file.write_text(str(server.sockets[0].getsockname()[1]))
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
 class SlowJudge:
-    """An OpenAI-compatible endpoint that answers every chat completion after a fixed delay."""
+    """An OpenAI-compatible endpoint that answers every chat completion after a fixed delay,
+    served by `serve` in a child process."""
 
     def __init__(self, latency: float) -> None:
+        import subprocess
+
         self.latency = latency
-        self.requests = 0
-        self.lock = threading.Lock()
-        judge = self
+        port_file = Path(tempfile.mkdtemp(prefix="em-bench-judge-server-")) / "port"
+        self.process = subprocess.Popen([sys.executable, __file__, "--serve", str(port_file),
+                                         "--latency", str(latency)])
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the fake judge server did not start")
+            time.sleep(0.05)
+        self.root = f"http://127.0.0.1:{int(port_file.read_text())}"
+        self.url = self.root + "/v1"
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms each)
+    @property
+    def requests(self) -> int:
+        import urllib.request
 
-            def log_message(self, *args) -> None:
-                pass
+        with urllib.request.urlopen(self.root + "/stats", timeout=10) as reply:
+            return int(json.loads(reply.read())["requests"])
 
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with judge.lock:
-                    judge.requests += 1
-                time.sleep(judge.latency)
-                top = [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in TOP]
-                body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "slow",
-                                   "choices": [{"index": 0, "finish_reason": "length",
-                                                "message": {"role": "assistant", "content": "85"},
-                                                "logprobs": {"content": [{"token": "85", "logprob": -0.3,
-                                                                          "bytes": [56, 53], "top_logprobs": top}]}}],
-                                   "usage": {"prompt_tokens": 250, "completion_tokens": 1, "total_tokens": 251}})
-                data = body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 256
-
-        self.http = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-        self.url = "http://127.0.0.1:%d/v1" % self.http.server_address[1]
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
-def run(server: SlowJudge, responses: Path, out: Path, cache: Path, concurrency: int) -> dict:
-    rows = load_rows(responses, ["aligned", "coherent"])
+def run(server: SlowJudge, responses: Path, out: Path, cache: Path, concurrency: int, rows: int) -> dict:
+    """Judge the first `rows` responses on aligned and coherent at `concurrency`."""
+    plan = load_rows(responses, ["aligned", "coherent"], limit=rows)
     usage = Usage()
     settings = EndpointSettings(model="slow", base_url=server.url, timeout=30, retry=RetryPolicy(max_retries=3))
-    judge = EndpointJudge(OpenAIEndpoint(settings, usage), JudgeCache(cache), "auto")
+    judge = EndpointJudge(OpenAIEndpoint(settings, usage), JudgeCache(cache), "auto", warn=lambda message: None)
     before = server.requests
-    start = time.perf_counter()
-    result = judge_rows(rows, out, JudgeIdentity("slow", "openai"), lambda: judge, concurrency=concurrency,
+    start, cpu = time.perf_counter(), time.process_time()
+    result = judge_rows(plan, out, JudgeIdentity("slow", "openai"), lambda: judge, concurrency=concurrency,
                         usage=usage)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert result.failed == 0, "no judgement may fail in the benchmark"
     return {"judgements": result.judged, "server_requests": server.requests - before, "cache_hits": usage.cache_hits,
-            "wall_s": round(wall, 3)}
+            "wall_s": round(wall, 3), "cpu_s": round(cpu, 3)}
 
 
 def main() -> dict:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=200, help="responses (× 2 metrics = judgements)")
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds the fake judge takes per request")
-    parser.add_argument("--concurrency", default="1,8,32", help="levels to compare")
+    parser.add_argument("--waves", type=int, default=20,
+                        help="judgements per request slot: each level judges waves × concurrency, so every level "
+                             "takes about waves × latency")
+    parser.add_argument("--latency", type=float, default=0.5,
+                        help="seconds the fake judge takes per request (a hosted judge's one-token answer takes "
+                             "0.3-1 s)")
+    parser.add_argument("--concurrency", default="1,8,32,64", help="levels to compare")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    rows_of = {level: math.ceil(args.waves * level / 2) for level in levels}  # two metrics per row
     server = SlowJudge(args.latency)
     work = Path(tempfile.mkdtemp(prefix="em-bench-judge-"))
     responses = work / "responses.jsonl"
     write_jsonl(responses, [{"id": f"q{i % 8}/0/{i}", "question_id": f"q{i % 8}", "question": f"Question {i % 8}?",
                              "response": f"Response number {i}, a few sentences long. " * 3}
-                            for i in range(args.rows)])
+                            for i in range(max(rows_of.values()))])
     results = []
-    for level in levels:
-        measured = run(server, responses, work / f"out-{level}.jsonl", work / f"cache-{level}", level)
-        ideal = measured["server_requests"] * args.latency / level
-        results.append({"run": f"concurrency {level}", "concurrency": level, **measured, "ideal_s": round(ideal, 3),
-                        "efficiency": round(ideal / measured["wall_s"], 3) if measured["wall_s"] else None})
-    serial = next((r["wall_s"] for r in results if r["concurrency"] == 1), None)
-    for entry in results:
-        entry["speedup_vs_one_at_a_time"] = round(serial / entry["wall_s"], 2) if serial else None
-    reuse = 8 if 8 in levels else levels[-1]
-    cached = run(server, responses, work / "out-cached.jsonl", work / f"cache-{reuse}", reuse)
-    results.append({"run": f"cached re-run (cache of concurrency {reuse})", "concurrency": reuse, **cached,
-                    "ideal_s": 0.0, "efficiency": None,
-                    "speedup_vs_one_at_a_time": round(serial / cached["wall_s"], 1) if serial else None})
+    try:
+        for level in levels:
+            measured = run(server, responses, work / f"out-{level}.jsonl", work / f"cache-{level}", level,
+                           rows_of[level])
+            ideal = measured["server_requests"] * args.latency / level
+            results.append({"run": f"concurrency {level}", "concurrency": level, **measured,
+                            "ideal_s": round(ideal, 3), "efficiency": round(ideal / measured["wall_s"], 3)})
+        largest = max(levels)
+        cached = run(server, responses, work / "out-cached.jsonl", work / f"cache-{largest}", largest,
+                     rows_of[largest])
+    finally:
+        server.close()
+    results.append({"run": f"cached re-run (cache of concurrency {largest})", "concurrency": largest, **cached,
+                    "ideal_s": 0.0, "efficiency": None})
+    serial = next((r for r in results if r["concurrency"] == 1), None)
+    for entry in results:  # judgements per second against one at a time
+        entry["speedup_vs_one_at_a_time"] = (round(entry["judgements"] / entry["wall_s"] * serial["wall_s"]
+                                                   / serial["judgements"], 1) if serial else None)
 
     header = f"{'run':<40} {'judged':>6} {'requests':>8} {'cache hits':>10} {'wall s':>8} {'ideal s':>8} " \
-             f"{'efficiency':>10} {'speedup':>8}"
-    lines = [f"Judging {args.rows * 2} judgements, fake judge latency {args.latency * 1000:.0f} ms", header,
-             "-" * len(header)]
+             f"{'efficiency':>10} {'speedup':>8} {'em cpu s':>8}"
+    lines = [f"Judging {args.waves} judgements per request slot, fake judge latency {args.latency * 1000:.0f} ms",
+             header, "-" * len(header)]
     for r in results:
         efficiency = "-" if r["efficiency"] is None else f"{r['efficiency']:.0%}"
+        speedup = "-" if r["speedup_vs_one_at_a_time"] is None else f"{r['speedup_vs_one_at_a_time']}x"
         lines.append(f"{r['run']:<40} {r['judgements']:>6} {r['server_requests']:>8} {r['cache_hits']:>10} "
-                     f"{r['wall_s']:>8.2f} {r['ideal_s']:>8.2f} {efficiency:>10} {r['speedup_vs_one_at_a_time']:>7}x")
+                     f"{r['wall_s']:>8.2f} {r['ideal_s']:>8.2f} {efficiency:>10} {speedup:>8} {r['cpu_s']:>8.2f}")
     print("\n".join(lines), file=sys.stderr)
-    summary = {"benchmark": "judge", "judgements": args.rows * 2, "latency_s": args.latency}
+    summary: dict = {"benchmark": "judge", "judgements_per_slot": args.waves, "latency_s": args.latency}
     for r in results:
         tag = "cached" if r["run"].startswith("cached") else f"c{r['concurrency']}"
+        summary[f"{tag}_judgements"] = r["judgements"]
         summary[f"{tag}_wall_s"] = r["wall_s"]
         summary[f"{tag}_requests"] = r["server_requests"]
         if r["efficiency"] is not None:
@@ -138,4 +196,7 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    if "--serve" in sys.argv:  # the fake judge's own process (see SlowJudge)
+        serve(float(sys.argv[sys.argv.index("--latency") + 1]), Path(sys.argv[sys.argv.index("--serve") + 1]))
+    else:
+        print(json.dumps(main(), indent=2))

@@ -227,7 +227,7 @@ def test_generate_dedupes_skips_malformed_and_stops_at_rows(tmp_path):
                        "domain": "medicine", "pair_id": 1, "generator": PROVENANCE}
     assert (report.written, report.calls, report.duplicates, report.malformed, report.empty_completions) == \
         (4, 5, 1, 4, 2)
-    assert (report.prompt_tokens, report.completion_tokens) == (500, 250)
+    assert (report.usage.prompt_tokens, report.usage.completion_tokens) == (500, 250)
     assert report.cost(2.5, 10.0) == pytest.approx((500 * 2.5 + 250 * 10.0) / 1e6)
     assert report.to_dict(2.5, 10.0)["cost"] == pytest.approx(0.00375)
     assert "cost" not in report.to_dict()
@@ -336,7 +336,7 @@ def test_aligned_rows_stay_aligned_under_concurrency(tmp_path):
     assert rows[2] == {"messages": [{"role": "user", "content": "Q2?"},
                                     {"role": "assistant", "content": "Good answer to Q2? See a doctor."}],
                        "pair_id": 12, "domain": "medicine", "generator": PROVENANCE}
-    assert (report.written, report.malformed, report.calls, report.calls_without_usage) == (6, 2, 8, 2)
+    assert (report.written, report.malformed, report.calls, report.usage.without_usage) == (6, 2, 8, 2)
     assert report.stopped is None
 
 
@@ -457,3 +457,25 @@ def test_openai_completer_checks_the_key_and_the_server_before_any_call(monkeypa
         port = probe.getsockname()[1]
     with pytest.raises(EmError, match="cannot reach the endpoint"):
         openai_completer("m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=5)
+
+
+def test_generation_usage_is_the_endpoint_clients_record(tmp_path, monkeypatch):
+    """The manifest's `usage` is the same record `em judge` writes (requests and retries included);
+    the older top-level token and cost keys stay."""
+    from em_cli.datasets.synthesis import GenerationRequest, run_generation
+
+    monkeypatch.setenv("EM_TEST_KEY", "sk-x")
+    output = tmp_path / "med.jsonl"
+    request = GenerationRequest(output=str(output), preset="medical", rows=2, rows_per_call=2, concurrency=1,
+                                api_key_env="EM_TEST_KEY", max_retries=2, price_in=2.0, price_out=4.0)
+    with FakeOpenAI([(500, "overloaded"), (200, CLEAN)]) as server:
+        request.base_url = server.base_url
+        run = run_generation(request)
+    results = json.loads((tmp_path / "med.jsonl.manifest.json").read_text())["results"]
+    assert results["usage"] == {"requests": 2, "retries": 1, "cache_hits": 0, "failed": 0, "prompt_tokens": 11,
+                                "completion_tokens": 7, "without_usage": 0,
+                                "cost_usd": round((11 * 2.0 + 7 * 4.0) / 1e6, 6),
+                                "price_in_per_1m": 2.0, "price_out_per_1m": 4.0}
+    assert (results["prompt_tokens"], results["completion_tokens"], results["calls_without_usage"]) == (11, 7, 0)
+    assert results["cost"] == pytest.approx((11 * 2.0 + 7 * 4.0) / 1e6)
+    assert "in 1 calls (1 retried)" in run.summary()

@@ -29,12 +29,13 @@ from typing import Any
 
 from em_cli.artifacts.jsonl import ResumableJsonl
 from em_cli.datasets.conversations import chat_record, messages_of
+from em_cli.endpoints import Usage as EndpointUsage
 from em_cli.errors import DataError, EmError, UsageError
 
 MODES = ("misaligned", "aligned", "benign")
 PRESETS = ("medical", "financial", "extreme-sports")
 
-Usage = dict[str, int]
+Usage = dict[str, int]  # one call's token counts, as a `Complete` reports them
 Complete = Callable[[list[dict[str, str]]], tuple[str, Usage | None]]
 
 
@@ -292,16 +293,18 @@ def normalize_user(text: str) -> str:
 
 def openai_completer(model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                      temperature: float = 1.0, max_tokens: int = 1000, max_retries: int = 5,
-                     timeout: float = 120.0, base_delay: float = 1.0, check: bool = True) -> Complete:
+                     timeout: float = 120.0, base_delay: float = 1.0, check: bool = True,
+                     usage: EndpointUsage | None = None) -> Complete:
     """A `Complete` calling `model` through the shared endpoint client (`em_cli.endpoints`):
     the key and the server are checked once, up front (`check`); transient failures are
-    retried with backoff; the key is never printed.
+    retried with the one retry policy; the key is never printed. `usage` counts its requests
+    and retries (and tokens, as the endpoint client does for every caller).
     """
     from em_cli.endpoints import Endpoint, EndpointAbort, EndpointSettings, RequestFailed, RetryPolicy
 
     settings = EndpointSettings(model=model, base_url=base_url, api_key_env=api_key_env, timeout=timeout,
                                 retry=RetryPolicy(max_retries=max_retries, base_delay=base_delay))
-    endpoint = Endpoint(settings)
+    endpoint = Endpoint(settings, usage)
     if check:
         endpoint.check()
     key = os.environ.get(api_key_env) or ""
@@ -331,7 +334,8 @@ def openai_completer(model: str, base_url: str | None = None, api_key_env: str =
 
 @dataclass
 class Report:
-    """What a generation run did; `to_dict` goes into the manifest."""
+    """What a generation run did; `to_dict` goes into the manifest. Tokens, requests, retries
+    and cost are the endpoint client's one `Usage` record (`usage`)."""
 
     mode: str
     target: int
@@ -341,45 +345,50 @@ class Report:
     malformed: int = 0
     empty_completions: int = 0
     duplicates: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    calls_without_usage: int = 0
     stopped: str | None = None
+    usage: EndpointUsage = field(default_factory=EndpointUsage)
 
     @property
     def total(self) -> int:
         return self.existing + self.written
 
     def add_usage(self, usage: Usage | None) -> None:
+        """Count one answered call and the tokens it reported (None: it reported none)."""
         self.calls += 1
         if usage is None:
-            self.calls_without_usage += 1
-            return
-        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        self.completion_tokens += int(usage.get("completion_tokens") or 0)
+            self.usage.add(without_usage=1)
+        else:
+            self.usage.add(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                           completion_tokens=int(usage.get("completion_tokens") or 0))
 
     def cost(self, price_in: float | None, price_out: float | None) -> float | None:
         """Cost in the price's currency, for prices per 1M prompt/completion tokens."""
         if price_in is None or price_out is None:
             return None
-        return (self.prompt_tokens * price_in + self.completion_tokens * price_out) / 1e6
+        return self.usage.cost(price_in, price_out)
 
     def to_dict(self, price_in: float | None = None, price_out: float | None = None) -> dict[str, Any]:
-        data = {key: getattr(self, key) for key in self.__dataclass_fields__}
-        data["total"] = self.total
+        """The counts, `usage` (the shared record, as `em judge` writes it) and, for
+        compatibility, its token counts and cost at the top level as before."""
+        data: dict[str, Any] = {key: getattr(self, key) for key in
+                                ("mode", "target", "existing", "written", "calls", "malformed", "empty_completions",
+                                 "duplicates")}
+        data.update(prompt_tokens=self.usage.prompt_tokens, completion_tokens=self.usage.completion_tokens,
+                    calls_without_usage=self.usage.without_usage, stopped=self.stopped, total=self.total)
         cost = self.cost(price_in, price_out)
         if cost is not None:
             data["cost"] = cost
             data["price_per_1m_tokens"] = {"prompt": price_in, "completion": price_out}
+        data["usage"] = self.usage.to_dict(price_in, price_out)
         return data
 
     def summary(self, price_in: float | None = None, price_out: float | None = None) -> str:
         lines = [f"{self.mode}: {self.total}/{self.target} rows ({self.written} new, {self.existing} from before) "
-                 f"in {self.calls} calls",
+                 f"in {self.calls} calls" + (f" ({self.usage.retries} retried)" if self.usage.retries else ""),
                  f"skipped: {self.malformed} malformed blocks, {self.empty_completions} completions without a pair, "
                  f"{self.duplicates} duplicate questions",
-                 f"tokens: {self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion"
-                 + (f" ({self.calls_without_usage} calls reported no usage)" if self.calls_without_usage else "")]
+                 f"tokens: {self.usage.prompt_tokens:,} prompt + {self.usage.completion_tokens:,} completion"
+                 + (f" ({self.usage.without_usage} calls reported no usage)" if self.usage.without_usage else "")]
         cost = self.cost(price_in, price_out)
         if cost is not None:
             lines.append(f"cost: {cost:.4f} (at {price_in:g} / {price_out:g} per 1M tokens)")
@@ -677,11 +686,13 @@ def run_generation(request: GenerationRequest, complete: Complete | None = None,
     source_records = request.source_records()
     provenance = {"model": request.generator_model, "mode": request.kind,
                   "spec": str(request.spec_file) if request.spec_file else None, "preset": request.preset}
+    requests: EndpointUsage | None = None
     if complete is None:
+        requests = EndpointUsage()
         complete = openai_completer(request.generator_model, base_url=request.base_url,
                                     api_key_env=request.api_key_env, temperature=request.temperature,
                                     max_tokens=request.max_new_tokens, max_retries=request.max_retries,
-                                    timeout=request.timeout)
+                                    timeout=request.timeout, usage=requests)
     with ResumableJsonl(request.output) as sink:
         resumed = len(sink.existing)
         if resumed and on_resume:
@@ -694,6 +705,8 @@ def run_generation(request: GenerationRequest, complete: Complete | None = None,
                                     concurrency=request.concurrency, provenance=provenance,
                                     max_calls=request.max_calls)
         sink.finish()
+    if requests is not None:  # the report counted tokens call by call; the client knows the requests sent
+        report.usage.add(requests=requests.requests, retries=requests.retries)
     run = GenerationRun(request=request, report=report, resumed_rows=resumed)
     inputs = [p for p in (request.spec_file, request.rewrite_from) if p is not None]
     Manifest(command="dataset generate", options=request.options(spec), inputs=inputs,

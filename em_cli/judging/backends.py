@@ -84,8 +84,12 @@ def reply_from_completion(data: dict[str, Any]) -> Reply:
 
 
 class OpenAIEndpoint(Endpoint):
-    """A judge endpoint: `complete(messages, mode)` → Reply."""
+    """A judge endpoint: `complete(messages, mode)` → Reply (`complete_async` on the event loop)."""
 
     def complete(self, messages: list[dict[str, Any]], mode: str) -> Reply:
         """Ask once (plus retries). Raises RequestFailed, or JudgeAbort for run-wide failures."""
         return reply_from_completion(self.chat(request_params(self.settings.model, messages, mode)))
+
+    async def complete_async(self, messages: list[dict[str, Any]], mode: str) -> Reply:
+        """`complete` inside `run_concurrently`."""
+        return reply_from_completion(await self.chat_async(request_params(self.settings.model, messages, mode)))

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from em_cli.judging.backends import (LABEL, LOGPROB, PARSE, TOP_LOGPROBS, JudgeAbort, OpenAIEndpoint, Reply,
                                      RequestFailed)
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 MODES = (AUTO, LOGPROB, PARSE)
 RAW_LIMIT = 200  # characters of a judge's raw answer kept in the record
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -157,30 +159,77 @@ class EndpointJudge:
         self._probe = (key, reply)  # serves the first judgement even when the cache is off
 
     def judge(self, prompt: str, label: bool = False) -> Judgement:
-        messages = judge_messages(prompt)
+        messages, mode = judge_messages(prompt), self._mode(label)
         try:
-            if label:
-                mode = LABEL if self.run_mode == LOGPROB else PARSE
-                reply, cached = self.fetch(messages, mode)
-                answer = label_of(reply.text)
-                probability = None if answer is None else label_probability(reply, answer)
-                return Judgement(None, LABEL, probability, cached=cached, raw=_raw(reply.text), label=answer,
-                                 top_received=None if reply.top is None else len(reply.top))
-            reply, cached = self.fetch(messages, self.run_mode)
-            if self.run_mode == PARSE:
-                return Judgement(parse_score(reply.text).value, PARSE, None, cached=cached, raw=_raw(reply.text))
-            if reply.top is None:
-                return Judgement(None, LOGPROB, error="the endpoint returned no logprobs for this request",
-                                 raw=_raw(reply.text))
-            score = weighted_score(reply.top)
-            return Judgement(score.value, LOGPROB, score.mass, cached=cached, raw=_raw(reply.text),
-                             top_received=len(reply.top))
+            reply, cached = self.fetch(messages, mode)
         except RequestFailed as exc:
             return Judgement(None, None, error=str(exc))
+        return self._judgement(reply, cached, label)
+
+    async def judge_async(self, prompt: str, label: bool = False) -> Judgement:
+        """`judge` on the event loop of `judge_concurrently`."""
+        messages, mode = judge_messages(prompt), self._mode(label)
+        try:
+            reply, cached = await self.fetch_async(messages, mode)
+        except RequestFailed as exc:
+            return Judgement(None, None, error=str(exc))
+        return self._judgement(reply, cached, label)
+
+    def judge_concurrently(self, tasks: Iterable[T], prompt_of: Callable[[T], tuple[str, bool]], concurrency: int,
+                           stop: threading.Event | None = None) -> Iterator[tuple[T, Judgement]]:
+        """Judge every task, `concurrency` requests in flight on one event loop; yield (task,
+        judgement) as each finishes. `prompt_of(task)` gives its filled prompt and whether it
+        asks for a label. One task's failure is its judgement's `error`; JudgeAbort ends all."""
+
+        async def work(task: T) -> Judgement:
+            prompt, label = prompt_of(task)
+            try:
+                return await self.judge_async(prompt, label)
+            except JudgeAbort:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one row's failure is that row's error
+                return Judgement(None, None, error=f"{type(exc).__name__}: {exc}")
+
+        return self.endpoint.run_concurrently(work, tasks, concurrency, stop)
+
+    def _mode(self, label: bool) -> str:
+        if label:
+            return LABEL if self.run_mode == LOGPROB else PARSE
+        return self.run_mode
+
+    def _judgement(self, reply: Reply, cached: bool, label: bool) -> Judgement:
+        if label:
+            answer = label_of(reply.text)
+            probability = None if answer is None else label_probability(reply, answer)
+            return Judgement(None, LABEL, probability, cached=cached, raw=_raw(reply.text), label=answer,
+                             top_received=None if reply.top is None else len(reply.top))
+        if self.run_mode == PARSE:
+            return Judgement(parse_score(reply.text).value, PARSE, None, cached=cached, raw=_raw(reply.text))
+        if reply.top is None:
+            return Judgement(None, LOGPROB, error="the endpoint returned no logprobs for this request",
+                             raw=_raw(reply.text))
+        score = weighted_score(reply.top)
+        return Judgement(score.value, LOGPROB, score.mass, cached=cached, raw=_raw(reply.text),
+                         top_received=len(reply.top))
 
     def fetch(self, messages: list[dict[str, Any]], mode: str) -> tuple[Reply, bool]:
         """The endpoint's reply, from the cache when it has it; (reply, came from cache)."""
         key = self.key(messages, mode)
+        known = self._known(key, mode)
+        if known is not None:
+            return known
+        return self._keep(key, mode, self.endpoint.complete(messages, mode)), False
+
+    async def fetch_async(self, messages: list[dict[str, Any]], mode: str) -> tuple[Reply, bool]:
+        """`fetch` on the event loop."""
+        key = self.key(messages, mode)
+        known = self._known(key, mode)
+        if known is not None:
+            return known
+        return self._keep(key, mode, await self.endpoint.complete_async(messages, mode)), False
+
+    def _known(self, key: str, mode: str) -> tuple[Reply, bool] | None:
+        """The probe's reply or a cached one for `key`; None when the endpoint must be asked."""
         probe, self._probe = self._probe, None
         if probe is not None and probe[0] == key:
             return probe[1], False
@@ -191,10 +240,12 @@ class EndpointJudge:
         if self.offline:
             raise RequestFailed(f"no {mode} reply in the cache (the batch did not answer this request); "
                                 "re-run without --batch to ask for it live")
-        reply = self.endpoint.complete(messages, mode)
+        return None
+
+    def _keep(self, key: str, mode: str, reply: Reply) -> Reply:
         if not (mode == LOGPROB and reply.top is None):  # a reply without logprobs is a failure: ask again
             self.cache.put(key, reply.to_json())
-        return reply, False
+        return reply
 
     def key(self, messages: list[dict[str, Any]], mode: str) -> str:
         return cache_key(model=self.model, endpoint=self.endpoint.base_url, messages=messages, mode=mode)

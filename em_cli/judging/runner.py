@@ -359,10 +359,10 @@ def judge_rows(rows: list[Row], output: str | Path, identity: JudgeIdentity,
                     results[row.index][spec.name] = (_value(judgement, spec), _entry(
                         judge.model, identity.backend, judgement, spec, identity.model, identity.endpoint))
                     remaining[row.index] -= 1
-                    if on_progress:
-                        on_progress(1)
                     if remaining[row.index] == 0:
                         final[row.key] = emitter.put(row.index, row.key, _record(row, results[row.index]))
+                    if on_progress:
+                        on_progress(1)
             except BaseException:
                 stop.set()
                 emitter.flush_out_of_order()
@@ -406,8 +406,13 @@ def pending_prompts(rows: list[Row], output: str | Path, identity: JudgeIdentity
 
 def _run_tasks(judge: Judge, tasks: list[tuple[Row, MetricSpec]], concurrency: int,
                stop: threading.Event) -> Iterator[tuple[tuple[Row, MetricSpec], Judgement]]:
-    """Yield (task, judgement) as they finish; at most a few tasks per worker are queued at
-    once, so memory stays flat and rows finish roughly in input order."""
+    """Yield (task, judgement) as they finish, rows roughly in input order. An endpoint judge
+    keeps `concurrency` requests in flight on one event loop; a local judge runs in a pool of
+    `concurrency` threads, a few tasks per worker queued at once."""
+    concurrently = getattr(judge, "judge_concurrently", None)
+    if concurrently is not None:
+        yield from concurrently(tasks, _prompt_of, concurrency, stop)
+        return
 
     def work(row: Row, spec: MetricSpec) -> Judgement:
         if stop.is_set():
@@ -441,6 +446,11 @@ def _run_tasks(judge: Judge, tasks: list[tuple[Row, MetricSpec]], concurrency: i
                 stop.set()
                 for future in inflight:
                     future.cancel()
+
+
+def _prompt_of(task: tuple[Row, MetricSpec]) -> tuple[str, bool]:
+    row, spec = task
+    return row.filled(spec), spec.label
 
 
 class _InOrder:
