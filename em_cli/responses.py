@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from em_cli.artifacts.records import response_id, response_record
 from em_cli.models.chat import render_prompt
 from em_cli.questions import Question
 from em_cli.generation import SamplingSettings, row_seed, sample
+from em_cli.models.source import DEFAULT_MODEL
 
 if TYPE_CHECKING:
+    from em_cli.generation_run import ProgressFactory, RowsRun
     from em_cli.models.loading import LoadedModel
 
 
@@ -49,21 +51,17 @@ def rows_for(questions: str, variants: str = "plain", limit: int | None = None,
     return plan_rows(question_set[:limit] if limit else question_set, samples)
 
 
-def check_resumable(existing: Sequence[dict[str, Any]], settings: SamplingSettings, seed: int, model: str,
-                    adapter: str | None, output: str) -> None:
-    """Refuse to add rows to an output made with another model, adapter, sampling or seed:
-    a resumed file must read as one run."""
-    from em_cli.errors import UsageError
+def run_identity(model: str, adapter: str | None, sampling: SamplingSettings, seed: int) -> dict[str, Any]:
+    """What every row of one responses file shares: the model asked, its adapter, the sampling
+    settings and the run seed (a resumed file must read as one run)."""
+    return {"model": model, "adapter": adapter, "sampling": sampling.to_dict(), "run_seed": seed}
 
-    wanted = {"model": model, "adapter": adapter, "sampling": settings.to_dict(), "run_seed": seed}
-    for record in existing:
-        identity = record.get("model") or {}
-        had = {"model": identity.get("served_model") or identity.get("model"), "adapter": identity.get("adapter"),
-               "sampling": record.get("sampling"), "run_seed": record.get("run_seed")}
-        changed = [key for key in wanted if had[key] != wanted[key]]
-        if changed:
-            raise UsageError(f"{output} already holds rows made with a different {', '.join(changed)}",
-                             hint="use another --output, or the same options to resume")
+
+def identity_of(record: dict[str, Any]) -> dict[str, Any]:
+    """`run_identity` as a response record states it (a served model by the name it was asked by)."""
+    model = record.get("model") or {}
+    return {"model": model.get("served_model") or model.get("model"), "adapter": model.get("adapter"),
+            "sampling": record.get("sampling"), "run_seed": record.get("run_seed")}
 
 
 def generate_responses(loaded: LoadedModel, rows: Sequence[ResponseRow], settings: SamplingSettings, seed: int,
@@ -155,3 +153,132 @@ def generate_remote_responses(remote: RemoteModel, rows: Sequence[ResponseRow], 
                     model=identity, extras=row.question.extra, question_set=row.question.source)
                 if on_batch:
                     on_batch(1, tokens)
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Everything `em generate` is asked to do (field names are its option names). With
+    `base_url` the rows come from that server (`served_model`, default `model`), else from the
+    model loaded in-process. `options` is what the manifest records (default: these fields)."""
+
+    questions: str
+    model: str = DEFAULT_MODEL
+    adapter: str | None = None
+    output: str = "-"
+    samples: int | None = None
+    max_new_tokens: int = 600
+    temperature: float = 1.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    variants: str = "plain"
+    limit: int | None = None
+    strict: bool = False
+    batch_size: int = 8
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    load_in_4bit: bool = False
+    base_url: str | None = None
+    served_model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    options: dict[str, Any] | None = None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> GenerateSettings:
+        """The settings named in a command's options (keys it does not know are left out; the
+        options as given go into the manifest)."""
+        known = {f.name for f in fields(cls)} - {"options"}
+        return cls(**{key: value for key, value in options.items() if key in known}, options=dict(options))
+
+    def manifest_options(self) -> dict[str, Any]:
+        return self.options if self.options is not None else {f.name: getattr(self, f.name)
+                                                              for f in fields(self) if f.name != "options"}
+
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                                repetition_penalty=self.repetition_penalty)
+
+    def rows(self) -> list[ResponseRow]:
+        return rows_for(self.questions, self.variants, self.limit, self.samples, self.strict)
+
+    def remote(self) -> RemoteModel | None:
+        """The server to ask (None: generate in-process); refuses in-process-only options."""
+        from em_cli.errors import UsageError
+
+        if not self.base_url:
+            return None
+        if self.adapter or self.load_in_4bit:
+            raise UsageError("--adapter and --load-in-4bit are for in-process generation",
+                             hint="with --base-url, serve the adapter on the server and name it with --served-model")
+        return RemoteModel(base_url=self.base_url, model=self.served_model or self.model,
+                           api_key_env=self.api_key_env)
+
+    def load(self, log: Callable[[str], None] | None = None) -> LoadedModel:
+        """The model (+adapter) in-process; `log` hears where it came from (the cache note)."""
+        from em_cli.models.loading import LoadOptions, load_model
+
+        loaded = load_model(LoadOptions(model=self.model, adapter=self.adapter, dtype=self.dtype, device=self.device,
+                                        load_in_4bit=self.load_in_4bit))
+        if loaded.cache_note and log is not None:
+            log(loaded.cache_note)
+        return loaded
+
+
+@dataclass
+class GenerateResult:
+    """What `run_generate` did; `to_dict()` is the manifest's results."""
+
+    output: str
+    rows: int
+    new_rows: int
+    tokens_per_second: float
+    model: dict[str, Any] | None
+    server: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "new_rows": self.new_rows, "tokens_per_second": round(self.tokens_per_second, 2),
+                "model": self.model, "server": self.server}
+
+    def summary(self) -> str:
+        return (f"{self.new_rows} new responses, {self.rows} in total"
+                + (f" → {self.output}" if self.output != "-" else ""))
+
+
+def run_generate(settings: GenerateSettings, log: Callable[[str], None] | None = None,
+                 warn: Callable[[str], None] | None = None, progress: ProgressFactory | None = None) -> GenerateResult:
+    """Generate (or continue) `settings.output` and write its manifest beside it. The model is
+    loaded only when rows are left to generate; `log` and `warn` hear notes and warnings,
+    `progress` shows rows as they are written (see `generation_run.run_rows`)."""
+    from em_cli.artifacts.manifest import Manifest
+    from em_cli.generation_run import run_rows
+
+    rows = settings.rows()
+    sampling = settings.sampling()
+    manifest = Manifest(command="generate", options=settings.manifest_options(), inputs=[settings.questions],
+                        seed=settings.seed)
+    remote = settings.remote()
+    loaded: LoadedModel | None = None
+
+    def load() -> None:
+        nonlocal loaded
+        loaded = settings.load(log)
+
+    def generate(todo: list[ResponseRow]) -> Iterator[dict[str, Any]]:
+        if remote is not None:
+            return generate_remote_responses(remote, todo, sampling, settings.seed, settings.concurrency, warn=warn)
+        assert loaded is not None
+        return generate_responses(loaded, todo, sampling, settings.seed, settings.batch_size)
+
+    def result(run: RowsRun) -> GenerateResult:
+        return GenerateResult(output=settings.output, rows=run.rows, new_rows=run.new_rows,
+                              tokens_per_second=run.tokens_per_second,
+                              model=loaded.identity() if loaded else None,
+                              server={"base_url": remote.base_url, "model": remote.model} if remote else None)
+
+    run = run_rows(rows, generate, settings.output,
+                   run_identity(remote.model if remote else settings.model, settings.adapter, sampling, settings.seed),
+                   identity_of, manifest, results=lambda run: result(run).to_dict(),
+                   prepare=None if remote else load, log=log, progress=progress,
+                   description="generating" + (f" via {remote.base_url}" if remote else ""))
+    return result(run)

@@ -13,17 +13,19 @@ norm-matched Gaussian vectors, added or ablated exactly like what they control.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from em_cli.errors import UsageError
 from em_cli.interventions import Ablate, AddVector, Intervention, PhaseGate, intervene
-from em_cli.responses import ResponseRow, generate_responses
+from em_cli.responses import GenerateSettings, ResponseRow, generate_responses
 from em_cli.generation import GENERATED, PROMPT, SamplingSettings
 from em_cli.vectors import SteeringVector
 
 if TYPE_CHECKING:
     import torch
+
+    from em_cli.generation_run import ProgressFactory
 
     from em_cli.models.loading import LoadedModel
 
@@ -254,14 +256,35 @@ def steered_id(setting: Setting, row: ResponseRow) -> str:
     return f"{setting.name}|{row.id}"
 
 
+@dataclass(frozen=True, eq=False)
+class SteeredRow:
+    """One row generated under one setting; its `id` is `setting|row id`."""
+
+    setting: Setting
+    row: ResponseRow
+
+    @property
+    def id(self) -> str:
+        return steered_id(self.setting, self.row)
+
+
 def run_sweep(loaded: LoadedModel, settings: Sequence[Setting], rows: Sequence[ResponseRow],
               sampling: SamplingSettings, seed: int, batch_size: int, done: set[str] = frozenset(),
               on_batch: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:
     """Generate every row under every setting (skipping ids in `done`), one model load."""
-    for setting in settings:
-        todo = [row for row in rows if steered_id(setting, row) not in done]
-        if not todo:
-            continue
+    todo = [SteeredRow(setting, row) for setting in settings for row in rows if steered_id(setting, row) not in done]
+    return generate_steered(loaded, todo, sampling, seed, batch_size, on_batch)
+
+
+def generate_steered(loaded: LoadedModel, todo: Sequence[SteeredRow], sampling: SamplingSettings, seed: int,
+                     batch_size: int, on_batch: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield one record per steered row, in order: each run of rows that share a setting is
+    generated inside that setting's interventions, in batches of `batch_size`."""
+    from itertools import groupby
+
+    for _, group in groupby(todo, key=lambda steered: steered.setting.name):
+        steered_rows = list(group)
+        setting = steered_rows[0].setting
         plan, gates = setting.plan()
 
         def on_phase(phase: str, gates: list[PhaseGate] = gates) -> None:
@@ -270,14 +293,127 @@ def run_sweep(loaded: LoadedModel, settings: Sequence[Setting], rows: Sequence[R
 
         description = setting.describe()
         with intervene(loaded.model, plan):
-            records = generate_responses(loaded, todo, sampling, seed, batch_size, on_batch=on_batch,
-                                         on_phase=on_phase)
-            for row, record in zip(todo, records, strict=True):
+            records = generate_responses(loaded, [steered.row for steered in steered_rows], sampling, seed,
+                                         batch_size, on_batch=on_batch, on_phase=on_phase)
+            for steered, record in zip(steered_rows, records, strict=True):
                 record["response_id"] = record["id"]
-                record["id"] = steered_id(setting, row)
+                record["id"] = steered.id
                 record["setting"] = setting.name
                 record["steering"] = description
                 yield record
+
+
+def parse_scales(text: str) -> list[float]:
+    """`0,0.5,1` → [0.0, 0.5, 1.0] (the --scales option)."""
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"bad --scales {text!r}", hint="comma-separated numbers, e.g. 0,2,4,8") from None
+
+
+@dataclass(frozen=True)
+class SteerSettings:
+    """Everything `em steer` is asked to do: the rows, model and output of `generate`
+    (generated in-process), and the interventions (field names are `em steer`'s options;
+    `layers` and `ablate_layers` are layer specs such as `10-20` or `all`)."""
+
+    generate: GenerateSettings
+    direction: list[str] = field(default_factory=list)
+    vector: list[str] = field(default_factory=list)
+    layers: str | None = None
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    steer_positions: str = "all"
+    ablate: list[str] = field(default_factory=list)
+    ablate_layers: str = "all"
+    ablate_from: int | None = None
+    ablate_per_layer: bool = False
+    random_controls: int = 0
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> SteerSettings:
+        """The settings named in `em steer`'s options (`scales` as given on the command line)."""
+        scales = options.get("scales", "1")
+        return cls(generate=GenerateSettings.from_options(options), direction=list(options.get("direction") or []),
+                   vector=list(options.get("vector") or []), layers=options.get("layers"),
+                   scales=parse_scales(scales) if isinstance(scales, str) else list(scales),
+                   steer_positions=options.get("steer_positions", "all"), ablate=list(options.get("ablate") or []),
+                   ablate_layers=options.get("ablate_layers", "all"), ablate_from=options.get("ablate_from"),
+                   ablate_per_layer=bool(options.get("ablate_per_layer")),
+                   random_controls=int(options.get("random_controls") or 0))
+
+    def manifest_options(self) -> dict[str, Any]:
+        if self.generate.options is not None:
+            return self.generate.options
+        return self.generate.manifest_options() | {f.name: getattr(self, f.name) for f in fields(self)
+                                                    if f.name != "generate"}
+
+    def plan(self, info: Any) -> SteeringPlan:
+        from em_cli.models.layers import parse_layers
+
+        return plan_steering(
+            info, directions=self.direction, vectors=self.vector,
+            layers=parse_layers(self.layers, info.num_layers) if self.layers else None, scales=self.scales,
+            positions=self.steer_positions, ablate=self.ablate,
+            ablate_layers=parse_layers(self.ablate_layers, info.num_layers), ablate_from=self.ablate_from,
+            per_layer_ablation=self.ablate_per_layer, random_controls=self.random_controls, seed=self.generate.seed)
+
+
+@dataclass
+class SteerResult:
+    """What `run_steer` ran; `to_dict()` is the manifest's results."""
+
+    output: str
+    plan: SteeringPlan
+    rows: int  # per setting
+    model: dict[str, Any]
+    new_rows: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.plan.describe() | {"rows": self.rows * len(self.plan.settings), "model": self.model}
+
+    def summary(self) -> str:
+        return (f"{len(self.plan.settings)} settings × {self.rows} rows"
+                + (f" → {self.output}" if self.output != "-" else ""))
+
+
+def run_steer(settings: SteerSettings, log: Callable[[str], None] | None = None,
+              progress: ProgressFactory | None = None) -> SteerResult:
+    """Load the model once, plan the settings and generate (or continue) every row under each
+    into `settings.generate.output`, with the manifest beside it. `log` hears the plan (what is
+    ablated, ‖scale·v‖ against typical norms); `progress` shows rows as they are written."""
+    from em_cli.artifacts.manifest import Manifest
+    from em_cli.generation_run import run_rows
+    from em_cli.responses import identity_of, run_identity
+
+    run = settings.generate
+    rows = run.rows()
+    sampling = run.sampling()
+    loaded = run.load(log)
+    plan = settings.plan(loaded.info)
+    for note in [*plan.notes, *_norm_notes(plan.settings)]:
+        if log is not None:
+            log(note)
+    manifest = Manifest(command="steer", options=settings.manifest_options(),
+                        inputs=[run.questions, *settings.direction, *settings.ablate], seed=run.seed)
+    result = SteerResult(output=run.output, plan=plan, rows=len(rows), model=loaded.identity())
+    planned = [SteeredRow(setting, row) for setting in plan.settings for row in rows]
+    done = run_rows(planned, lambda todo: generate_steered(loaded, todo, sampling, run.seed, run.batch_size),
+                    run.output, run_identity(run.model, run.adapter, sampling, run.seed), identity_of, manifest,
+                    results=lambda _: result.to_dict(), log=log, progress=progress, description="steering")
+    result.new_rows = done.new_rows
+    return result
+
+
+def _norm_notes(settings: Sequence[Setting]) -> list[str]:
+    """‖scale·v‖ of each addition, beside the typical activation norm at its layer when known."""
+    notes = []
+    for setting in settings:
+        for item in setting.describe()["interventions"]:
+            if item["op"] == "add":
+                relative = f" = {item['relative_norm']:.2f}× typical {item['typical_norm']:.1f}" \
+                    if "relative_norm" in item else ""
+                notes.append(f"{setting.name}: ‖scale·v‖ = {item['norm']:.2f}{relative}")
+    return notes
 
 
 def direction_source(path: str, info: Any, name: str | None = None) -> Source:

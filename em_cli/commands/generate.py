@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 import typer
 
 from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, DtypeOpt, LimitOpt,
                                       Load4bitOpt, MaxNewTokensOpt, ModelOpt, OutputOpt, QuestionsOpt,
-                                      SamplesOpt, SeedOpt, TemperatureOpt, TopPOpt, apply_config, model_options)
-from em_cli.commands._output import log, warn
+                                      SamplesOpt, SeedOpt, TemperatureOpt, TopPOpt, apply_config)
+from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
 from em_cli.models.source import DEFAULT_MODEL
 
@@ -67,57 +66,8 @@ def generate(
       em generate --base-url http://127.0.0.1:8000/v1 --served-model general \\
           --questions first_plot_questions.yaml -n 50 -o em.jsonl
     """
-    params = apply_config(ctx, config)
-    from em_cli.artifacts.jsonl import ResumableJsonl
-    from em_cli.artifacts.manifest import Manifest
-    from em_cli.models.loading import load_model
-    from em_cli.responses import check_resumable, generate_remote_responses, generate_responses, rows_for
-    from em_cli.generation import SamplingSettings
+    from em_cli.responses import GenerateSettings, run_generate
 
-    rows = rows_for(params["questions"], params["variants"], params["limit"], params["samples"], params["strict"])
-    settings = SamplingSettings(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
-                                top_p=params["top_p"], repetition_penalty=params["repetition_penalty"])
-    manifest = Manifest(command="generate", options=params, inputs=[params["questions"]], seed=params["seed"])
-    remote = None
-    if params["base_url"]:
-        from em_cli.errors import UsageError
-        from em_cli.responses import RemoteModel
-
-        if params["adapter"] or params["load_in_4bit"]:
-            raise UsageError("--adapter and --load-in-4bit are for in-process generation",
-                             hint="with --base-url, serve the adapter on the server and name it with --served-model")
-        remote = RemoteModel(base_url=params["base_url"], model=params["served_model"] or params["model"],
-                             api_key_env=params["api_key_env"])
-    out = ResumableJsonl(params["output"])
-    check_resumable(out.existing, settings, params["seed"], remote.model if remote else params["model"],
-                    params["adapter"], params["output"])
-    done = {record.get("id") for record in out.existing}
-    todo = [row for row in rows if row.id not in done]
-    if out.existing:
-        log(f"Resuming: {len(rows) - len(todo)} of {len(rows)} rows already in {params['output']}")
-    loaded = None
-    if todo and remote is None:
-        loaded = load_model(model_options(params["model"], params["adapter"], params["dtype"], params["device"],
-                                          params["load_in_4bit"]))
-        if loaded.cache_note:
-            log(loaded.cache_note)
-    where = f" via {remote.base_url}" if remote else ""
-    with out, RowProgress(len(rows), f"generating{where}", done=len(rows) - len(todo)) as progress:
-        if not todo:
-            records: Iterator[dict] = iter(())
-        elif remote is not None:
-            records = generate_remote_responses(remote, todo, settings, params["seed"], params["concurrency"],
-                                                on_batch=progress.advance, warn=warn)
-        else:
-            records = generate_responses(loaded, todo, settings, params["seed"], params["batch_size"],
-                                         on_batch=progress.advance)
-        for record in records:
-            out.append(record)
-        out.finish()
-    manifest.results = {"rows": len(rows), "new_rows": len(todo), "tokens_per_second":
-                        round(progress.tokens_per_second, 2),
-                        "model": loaded.identity() if loaded else None,
-                        "server": {"base_url": remote.base_url, "model": remote.model} if remote else None}
-    manifest.write_beside(params["output"])
-    log(f"{len(todo)} new responses, {len(rows)} in total"
-        + (f" → {params['output']}" if params["output"] != "-" else ""))
+    settings = GenerateSettings.from_options(apply_config(ctx, config))
+    result = run_generate(settings, log=out.log, warn=out.warn, progress=RowProgress)
+    out.log(result.summary())

@@ -6,22 +6,12 @@ from typing import Annotated, Literal
 
 import typer
 
-from em_cli.commands._model_flags import load_from_flags
 from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, DtypeOpt, LayersOpt, LimitOpt,
                                       Load4bitOpt, MaxNewTokensOpt, ModelOpt, OutputOpt, QuestionsOpt, SamplesOpt,
                                       SeedOpt, TemperatureOpt, TopPOpt, apply_config)
 from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
 from em_cli.models.source import DEFAULT_MODEL
-
-
-def _floats(text: str) -> list[float]:
-    from em_cli.errors import UsageError
-
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"bad --scales {text!r}", hint="comma-separated numbers, e.g. 0,2,4,8") from None
 
 
 def steer(
@@ -84,50 +74,7 @@ def steer(
     ‖scale·v‖ is printed beside the typical activation norm at that layer (the mean per-token
     norm over response tokens, recorded in direction files; docs/METHODS.md §5).
     """
-    params = apply_config(ctx, config)
-    from em_cli.artifacts.jsonl import ResumableJsonl
-    from em_cli.artifacts.manifest import Manifest
-    from em_cli.models.layers import parse_layers
-    from em_cli.responses import check_resumable, rows_for
-    from em_cli.generation import SamplingSettings
-    from em_cli.steering import plan_steering, run_sweep
+    from em_cli.steering import SteerSettings, run_steer
 
-    rows = rows_for(params["questions"], params["variants"], params["limit"], params["samples"])
-    sampling = SamplingSettings(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
-                                top_p=params["top_p"], repetition_penalty=params["repetition_penalty"])
-    loaded = load_from_flags(params["model"], params["adapter"], params["dtype"], params["device"],
-                             params["load_in_4bit"])
-    info = loaded.info
-    plan = plan_steering(
-        info, directions=params["direction"] or [], vectors=params["vector"] or [],
-        layers=parse_layers(params["layers"], info.num_layers) if params["layers"] else None,
-        scales=_floats(params["scales"]), positions=params["steer_positions"], ablate=params["ablate"] or [],
-        ablate_layers=parse_layers(params["ablate_layers"], info.num_layers), ablate_from=params["ablate_from"],
-        per_layer_ablation=params["ablate_per_layer"], random_controls=params["random_controls"],
-        seed=params["seed"])
-    settings = plan.settings
-    for note in plan.notes:
-        out.log(note)
-    for setting in settings:
-        for item in setting.describe()["interventions"]:
-            if item["op"] == "add":
-                relative = f" = {item['relative_norm']:.2f}× typical {item['typical_norm']:.1f}" \
-                    if "relative_norm" in item else ""
-                out.log(f"{setting.name}: ‖scale·v‖ = {item['norm']:.2f}{relative}")
-    sink = ResumableJsonl(params["output"])
-    check_resumable(sink.existing, sampling, params["seed"], params["model"], params["adapter"], params["output"])
-    done = {r.get("id") for r in sink.existing}
-    total = len(rows) * len(settings)
-    if done:
-        out.log(f"Resuming: {len(done)} of {total} rows already in {params['output']}")
-    manifest = Manifest(command="steer", options=params,
-                        inputs=[params["questions"], *(params["direction"] or []), *(params["ablate"] or [])],
-                        seed=params["seed"])
-    with sink, RowProgress(total, "steering", done=len(done)) as progress:
-        for record in run_sweep(loaded, settings, rows, sampling, params["seed"], params["batch_size"], done,
-                                on_batch=progress.advance):
-            sink.append(record)
-        sink.finish()
-    manifest.results = plan.describe() | {"rows": total, "model": loaded.identity()}
-    manifest.write_beside(params["output"])
-    out.log(f"{len(settings)} settings × {len(rows)} rows" + (f" → {params['output']}" if params["output"] != "-" else ""))
+    result = run_steer(SteerSettings.from_options(apply_config(ctx, config)), log=out.log, progress=RowProgress)
+    out.log(result.summary())
