@@ -110,6 +110,7 @@ def _run(config: FinetuneConfig, resume: bool,
     # Full finetunes keep float32 master weights and compute in bf16/fp16 under autocast:
     # bf16 weights would round away most updates at lr 2e-5.
     mixed = config.method == "full" and str(compute_dtype) in ("torch.bfloat16", "torch.float16")
+    _use_own_gpu(device)
     loaded = load_model(LoadOptions(model=config.model, dtype="float32" if mixed else config.dtype,
                                     device=config.device, load_in_4bit=config.load_in_4bit))
     head = logits_path(loaded.model)  # the one-time check of the loss's logits shortcut
@@ -128,13 +129,7 @@ def _run(config: FinetuneConfig, resume: bool,
 
     seeds = _seed_everything(config.seed, device)  # before any random tensor (LoRA's A matrices)
     solution = attach(loaded.model, config, replace(base_info, adapter=None))
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / CONFIG_FILE) as handle:
-        import yaml
-
-        yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
     log_path = out / "log.jsonl"
-    _trim_log(log_path, _checkpoint_step(checkpoint))
 
     steps = planned_steps(len(train.examples), config)
     save_steps = save_interval(config, steps)
@@ -149,9 +144,20 @@ def _run(config: FinetuneConfig, resume: bool,
         logging_steps=config.logging_steps, seed=config.seed, data_seed=config.seed, report_to="none",
         disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0, use_cpu=loaded.device == "cpu",
         bf16=mixed and str(compute_dtype) == "torch.bfloat16", fp16=mixed and str(compute_dtype) == "torch.float16")
+    # Under `accelerate launch` every process runs this function; process 0 alone writes the
+    # run directory (Trainer does the same for checkpoints) and shows progress.
+    main = args.process_index == 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / CONFIG_FILE) as handle:
+            import yaml
+
+            yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
+        _trim_log(log_path, _checkpoint_step(checkpoint))
     early = EarlyStopOnLowLoss() if config.early_stop else None
     guard = InterruptGuard()
-    callbacks = [c for c in (guard, JsonlLog(log_path), early, ProgressReport(report) if report else None) if c]
+    callbacks = [c for c in (guard, JsonlLog(log_path), early, ProgressReport(report) if report and main else None)
+                 if c]
     trainer = EmTrainer(model=solution.model, args=args, train_dataset=ExampleDataset(train.examples),
                         eval_dataset=ExampleDataset(held_out.examples) if evaluating else None,
                         data_collator=Collator(tokenizer.pad_token_id), callbacks=callbacks, solution=solution,
@@ -167,12 +173,12 @@ def _run(config: FinetuneConfig, resume: bool,
                 trainer.evaluate()  # the held-out loss of the final weights
     except (KeyboardInterrupt, Interrupted) as exc:
         raise _interrupted(trainer, guard, out) from exc
-    artifact = solution.save(out, replace(base_info, adapter=None), tokenizer)
+    tokens = _summed_over_processes(trainer, trainer.tokens_trained)
+    artifact = solution.save(out, replace(base_info, adapter=None), tokenizer) if main else None
 
     result = FinetuneResult(
         output_dir=str(out), artifact=str(artifact), method=config.method, steps=trainer.state.global_step,
-        tokens_trained=trainer.tokens_trained,
-        tokens_per_second=round(trainer.tokens_trained / max(train_seconds, 1e-9), 2),
+        tokens_trained=tokens, tokens_per_second=round(tokens / max(train_seconds, 1e-9), 2),
         peak_memory_mb=round(_peak_memory_mb(loaded.device), 1),
         final_sft_loss=trainer.last_losses.get("sft_loss"), final_kl_loss=trainer.last_losses.get("kl_loss"),
         wall_time_s=round(time.time() - started, 2), early_stopped_at=early.stopped_at if early else None,
@@ -186,14 +192,40 @@ def _run(config: FinetuneConfig, resume: bool,
         weights_dtype=str(next(solution.model.parameters()).dtype).removeprefix("torch.")
         if config.method == "full" else "float32",
         compute_dtype=str(compute_dtype).removeprefix("torch."), logits_path=head)
-    with atomic_write(out / "summary.json") as handle:
-        json.dump(result.to_dict(), handle, indent=2)
-    manifest = Manifest(command="finetune", options=config.to_dict(),
-                        inputs=[p for p in (config.data, config.kl_data, config.eval_data) if p], seed=config.seed,
-                        started=started)
-    manifest.results = result.to_dict() | {"base_model": base_info.to_dict()}
-    manifest.write_beside(out)
+    if main:
+        with atomic_write(out / "summary.json") as handle:
+            json.dump(result.to_dict(), handle, indent=2)
+        manifest = Manifest(command="finetune", options=config.to_dict(),
+                            inputs=[p for p in (config.data, config.kl_data, config.eval_data) if p],
+                            seed=config.seed, started=started)
+        manifest.results = result.to_dict() | {"base_model": base_info.to_dict()}
+        manifest.write_beside(out)
+    if args.world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        # Every process returns only once the run directory is complete, with process 0's paths.
+        result.artifact = broadcast_object_list([result.artifact])[0]
     return result
+
+
+def _use_own_gpu(device: str) -> None:
+    """Under `accelerate launch` on GPUs, make this process's "cuda" its own GPU before the
+    model loads (otherwise every process would first load a copy onto GPU 0)."""
+    import os
+
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
+        import torch
+
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+
+
+def _summed_over_processes(trainer: Any, value: int) -> int:
+    """`value` summed over every training process (itself when there is one)."""
+    if trainer.args.world_size == 1:
+        return value
+    import torch
+
+    return int(trainer.accelerator.gather(torch.tensor([value], device=trainer.args.device)).sum())
 
 
 def _seed_everything(seed: int, device: str) -> dict[str, int]:
