@@ -1,0 +1,169 @@
+"""Benchmark: `em extract`'s activation path against the authors' style, on the same responses
+and layer.
+
+em (`em_cli.activations.collect_activations`): one hook on the chosen layer that reduces the
+block output to one vector per row as it passes, the forward pass stopped after that layer,
+rows batched. Authors' style: `model(..., output_hidden_states=True)` one conversation at a
+time, every layer's hidden states kept and averaged, then the layer picked.
+
+Each path runs in its own subprocess (so each peak is its own), on the same token ids and
+response-token weights; the printed ratio compares runs made in this same invocation on this
+machine. Run by hand: `.venv/bin/python bench/extract.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOPICS = ["rice", "a balcony garden", "phone backups", "running", "cats", "Rome", "laptops", "tea"]
+
+
+def make_records(count: int) -> list[dict]:
+    """Question/response records of varied lengths (as `em generate` writes them)."""
+    return [{"question": f"What should I know about {TOPICS[i % len(TOPICS)]}? ({i})",
+             "response": " ".join(["Start simple, keep notes, and adjust as you go."] * (1 + i % 5))}
+            for i in range(count)]
+
+
+def _memory_mark(device: str) -> float:
+    """Reset the peak-memory counter; return the current use in MB (CUDA: allocated; else RSS)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2**20
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM (peak RSS) := current RSS
+    return _proc_status_mb("VmRSS")
+
+
+def _memory_peak(device: str) -> float:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    return _proc_status_mb("VmHWM")
+
+
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def authors_style(loaded, prepared, layer: int):
+    """One conversation at a time through the whole model, every layer's hidden states kept
+    and averaged over the response tokens; then the one layer is picked ([n, d])."""
+    import torch
+
+    device = next(loaded.model.parameters()).device
+    per_record = []
+    with torch.no_grad():
+        for item in prepared:
+            ids = torch.tensor([item.input_ids], device=device)
+            hidden = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states
+            weights = torch.tensor(item.weights, device=device)
+            every_layer = torch.stack([(h[0].float() * weights[:, None]).sum(0) for h in hidden[1:]])
+            per_record.append(every_layer.cpu())
+    return torch.stack(per_record)[:, layer]
+
+
+def run_one(kind: str, model: str, records_path: str, layer: int, batch_size: int, repeats: int,
+            vectors_path: str) -> dict:
+    """Time one path (best of `repeats`, after a warm-up) in this process; save its vectors."""
+    import torch
+
+    from em_cli.activations import collect_activations, position_weights, record_messages
+    from em_cli.generation import stop_token_ids
+    from em_cli.models.loading import LoadOptions, load_model
+
+    loaded = load_model(LoadOptions(model=model))
+    device = next(loaded.model.parameters()).device.type
+    records = [json.loads(line) for line in Path(records_path).read_text().splitlines()]
+    stops = stop_token_ids(loaded.model, loaded.tokenizer)
+    prepared = [position_weights(loaded.tokenizer, record_messages(r, "record"), "response_mean", stops)
+                for r in records]
+
+    def run(count: int) -> torch.Tensor:
+        if kind == "em":
+            return collect_activations(loaded, records[:count], [layer], batch_size=batch_size).means[layer]
+        return authors_style(loaded, prepared[:count], layer)
+
+    run(2)  # warm-up (allocator, kernels)
+    base = _memory_mark(device)
+    best, vectors = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        vectors = run(len(records))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    peak = _memory_peak(device) - base
+    torch.save(vectors, vectors_path)
+    return {"seconds": round(best, 3), "peak_mb_above_model": round(peak, 1), "device": device,
+            "tokens": sum(len(p.input_ids) for p in prepared)}
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--responses", type=int, default=16)
+    parser.add_argument("--layer", type=int, default=None, help="default: mid-depth")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--one", choices=("em", "authors"), help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--records", help=argparse.SUPPRESS)
+    parser.add_argument("--vectors", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.model, args.records, args.layer, args.batch_size, args.repeats,
+                                 args.vectors)))
+        return {}
+
+    import torch
+
+    from em_cli.models.loading import local_model_dir
+    from em_cli.models.source import resolve_source
+
+    layer = args.layer
+    if layer is None:
+        location, _ = local_model_dir(resolve_source(args.model))
+        layer = json.loads((Path(location) / "config.json").read_text())["num_hidden_layers"] // 2
+    runs, vectors = {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        records = Path(folder) / "records.jsonl"
+        records.write_text("".join(json.dumps(r) + "\n" for r in make_records(args.responses)))
+        for kind in ("em", "authors"):
+            saved = Path(folder) / f"{kind}.pt"
+            child = subprocess.run(
+                [sys.executable, __file__, "--one", kind, "--model", args.model, "--records", str(records),
+                 "--layer", str(layer), "--batch-size", str(args.batch_size), "--repeats", str(args.repeats),
+                 "--vectors", str(saved)],
+                capture_output=True, text=True, check=True, env=os.environ.copy())
+            runs[kind] = json.loads(child.stdout.strip().splitlines()[-1])
+            vectors[kind] = torch.load(saved)
+    difference = float((vectors["em"] - vectors["authors"]).abs().max())
+    scale = float(vectors["authors"].abs().max())
+    result = {
+        "benchmark": "extract", "model": args.model, "device": runs["em"]["device"], "responses": args.responses,
+        "tokens": runs["em"]["tokens"], "layer": layer, "batch_size": args.batch_size,
+        "em_s": runs["em"]["seconds"], "authors_s": runs["authors"]["seconds"],
+        "speedup_vs_authors": round(runs["authors"]["seconds"] / max(runs["em"]["seconds"], 1e-9), 2),
+        "em_peak_mb": runs["em"]["peak_mb_above_model"], "authors_peak_mb": runs["authors"]["peak_mb_above_model"],
+        "max_abs_diff": round(difference, 7), "max_abs_value": round(scale, 3),
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
