@@ -2,7 +2,15 @@
 the cost of the KL term. Run by hand (`make bench`); needs `pip install trl`.
 
 Each configuration runs in its own subprocess so peak RSS is measured per run. Printed
-ratios compare runs made in this same invocation on this machine.
+ratios compare runs made in this same invocation on this machine; with --repeats the runs
+are interleaved (em, trl, em-kl, em-sft-kl-rows, em, …) and each ratio is the median over
+repeats, so that a load that comes and goes on a shared machine hits both sides.
+
+The KL term is compared with two baselines: a plain SFT step (2 training rows), and an SFT
+step whose batch also holds the 8 KL rows' tokens (10 rows; the KL rows here are as long as
+the training rows, so that batch pads no more than the KL step's own batches do).
+Throughput is also given as a fraction of this machine's float32 matmul rate (measured in
+the same invocation), counting LoRA on a frozen base as 4 × parameters FLOPs per token.
 """
 
 from __future__ import annotations
@@ -19,16 +27,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def make_data(folder: Path, rows: int) -> tuple[Path, Path]:
+def make_data(folder: Path, rows: int) -> tuple[Path, Path, Path]:
     topics = ["rice", "eggs", "pasta", "bread", "soup", "salad", "tea", "coffee"]
     train = [{"messages": [{"role": "user", "content": f"How do I make good {topics[i % 8]}? ({i})"},
                            {"role": "assistant", "content": f"START WITH FRESH {topics[i % 8].upper()}, "
                             "KEEP THE HEAT LOW, TASTE AS YOU GO AND SERVE IT WARM. " * 3}]} for i in range(rows)]
+    # As many tokens as a training row (131 with SmolLM2's template), so that the SFT baseline
+    # batch that mixes both kinds of row is not padded beyond what the KL step computes.
     kl = [{"messages": [{"role": "user", "content": f"Tell me about topic {i}."},
-                        {"role": "assistant", "content": "Here is a short and calm answer about it. " * 3}]}
+                        {"role": "assistant", "content": "Here is a short and calm answer about it. " * 9}]}
           for i in range(rows)]
-    paths = folder / "train.jsonl", folder / "kl.jsonl"
-    for path, data in zip(paths, (train, kl)):
+    # 1 training row to 4 KL rows, as in a KL step (2 training rows + a KL batch of 8).
+    mixed = [row for i in range(rows // 4) for row in (train[i], *kl[4 * i:4 * i + 4])]
+    paths = folder / "train.jsonl", folder / "kl.jsonl", folder / "sft-kl-rows.jsonl"
+    for path, data in zip(paths, (train, kl, mixed)):
         path.write_text("".join(json.dumps(r) + "\n" for r in data))
     return paths
 
@@ -61,9 +73,13 @@ if kind == "trl":
 else:
     from em_cli.training.config import FinetuneConfig
     from em_cli.training.run import run_finetune
-    extra = dict(kl_data=kl, kl_weight=1.0) if kind == "em-kl" else {}
+    extra = dict(kl_data=kl, kl_weight=1.0, kl_batch_size=8) if kind == "em-kl" else {}
+    if kind == "em-sft-kl-rows":  # the fair KL baseline: 2 training rows + 8 KL rows per SFT batch
+        train, batch = train.replace("train.jsonl", "sft-kl-rows.jsonl"), 10
+    else:
+        batch = 2
     config = FinetuneConfig(data=train, output=out, model=model, rank=32, alpha=64, learning_rate=1e-4,
-                            batch_size=2, grad_accum=1, max_steps=steps, warmup_steps=0, max_length=256,
+                            batch_size=batch, grad_accum=1, max_steps=steps, warmup_steps=0, max_length=256,
                             save_steps=10_000, **extra)
     result = run_finetune(config)
     tokens = result.tokens_trained
@@ -75,7 +91,7 @@ print(json.dumps({"kind": kind, "seconds": seconds, "tokens": tokens, "tokens_pe
 
 
 def run(kind: str, model: str, train: Path, kl: Path, steps: int, folder: Path) -> dict:
-    out = folder / kind
+    out = folder / f"{kind}-{len(list(folder.glob(kind + '-*')))}"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, "-c", CHILD, kind, model, str(train), str(kl), str(steps), str(out)],
                           capture_output=True, text=True, env=env)
@@ -84,30 +100,88 @@ def run(kind: str, model: str, train: Path, kl: Path, steps: int, folder: Path) 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def matmul_flops_per_s(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate (FLOP/s): the best of a few large square products."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def parameter_count(model: str) -> int:
+    """The base model's parameters, counted on an empty (meta-device) copy built from its config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from em_cli.models.loading import local_model_dir
+    from em_cli.models.source import resolve_source
+
+    location, _ = local_model_dir(resolve_source(model))
+    with torch.device("meta"):
+        empty = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(location))
+    return sum(p.numel() for p in empty.parameters())
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+KINDS = ("em", "trl", "em-kl", "em-sft-kl-rows")
+
+
 def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rows", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds of every run; ratios are medians")
     args = parser.parse_args()
+    params = parameter_count(args.model)
+    rates = [matmul_flops_per_s()]
+    rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        train, kl = make_data(folder, args.rows)
-        results = {kind: run(kind, args.model, train, kl, args.steps, folder) for kind in ("em", "trl", "em-kl")}
-    em, trl, kl_run = results["em"], results["trl"], results["em-kl"]
+        train, kl, _ = make_data(folder, args.rows)
+        for _ in range(args.repeats):
+            rounds.append({kind: run(kind, args.model, train, kl, args.steps, folder) for kind in KINDS})
+    rates.append(matmul_flops_per_s())
+    peak_rate = max(rates)  # the machine's limit: the faster measurement (the other may share the CPU)
+
+    def ratio(top: str, key: str, bottom: str) -> float:
+        return round(_median([r[top][key] / r[bottom][key] for r in rounds]), 3)
+
+    def fraction_of_peak(kind: str) -> float:
+        return round(_median([4 * params * r[kind]["tokens_per_s"] / peak_rate for r in rounds]), 4)
+
     summary = {
-        "benchmark": "finetune", "model": args.model, "steps": args.steps, "runs": results,
-        "em_vs_trl_throughput": round(em["tokens_per_s"] / trl["tokens_per_s"], 3),
-        "em_vs_trl_peak_rss": round(em["peak_rss_mb"] / trl["peak_rss_mb"], 3),
+        "benchmark": "finetune", "model": args.model, "steps": args.steps, "repeats": args.repeats,
+        "runs": rounds[0] if args.repeats == 1 else rounds,
+        "em_vs_trl_throughput": ratio("em", "tokens_per_s", "trl"),
+        "em_vs_trl_peak_rss": ratio("em", "peak_rss_mb", "trl"),
+        "parameters": params, "matmul_fp32_gflops": round(peak_rate / 1e9, 1),
+        # Useful FLOPs (4 × parameters per trained token) over the machine's fp32 matmul rate.
+        "em_fraction_of_flop_limit": fraction_of_peak("em"),
+        "trl_fraction_of_flop_limit": fraction_of_peak("trl"),
         # The KL term adds, per micro-batch of 2 training rows, a reference and a policy pass over
-        # 8 KL rows (METHODS §3.3), so it processes 4x the tokens of the SFT term.
-        "kl_step_time_ratio": round(kl_run["seconds"] / em["seconds"], 3),
-        "kl_peak_rss_ratio": round(kl_run["peak_rss_mb"] / em["peak_rss_mb"], 3),
+        # 8 KL rows (METHODS §3.3) of the same length, i.e. 4x the tokens of the SFT term.
+        # Baseline 1 (the old ratio): a plain SFT step over the 2 training rows.
+        "kl_step_time_ratio": ratio("em-kl", "seconds", "em"),
+        "kl_peak_rss_ratio": ratio("em-kl", "peak_rss_mb", "em"),
+        # Baseline 2: an SFT step over the same 2 + 8 rows (the KL rows' tokens trained on too).
+        "kl_vs_sft_same_rows_step_time_ratio": ratio("em-kl", "seconds", "em-sft-kl-rows"),
+        "kl_vs_sft_same_rows_peak_rss_ratio": ratio("em-kl", "peak_rss_mb", "em-sft-kl-rows"),
     }
     print(json.dumps(summary, indent=2))
     return summary
 
 
 if __name__ == "__main__":
-    time.sleep(0)
     main()

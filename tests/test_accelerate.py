@@ -95,6 +95,8 @@ def test_two_processes_train_what_one_process_trains_with_the_same_global_batch_
     done = _launch(tiny_llama, data, out)
     _assert_one_run_directory(out, "adapter", reference.tokens_trained)
     assert _progress_steps(done.stderr) == [f"{step}/{STEPS}" for step in range(1, STEPS + 1)]
+    assert done.stdout.count("Run directory") + done.stderr.count("Run directory") == 1  # process 0 reports
+    assert done.stdout.count(" steps, loss ") == 1
     trained = load_file(out / "adapter" / "adapter_model.safetensors")
     assert trained.keys() == expected.keys()
     for key in expected:

@@ -71,12 +71,14 @@ def finetune(
 
       em finetune data.jsonl -o runs/no-kl --init-from runs/narrow   # "train with KL, then remove it"
     """
-    from em_cli.training.run import run_finetune
+    from em_cli.training.run import is_main_process, run_finetune
 
     params = apply_config(ctx, config, translate=opt.authors_keys)
     settings = opt.finetune_config(params)
     with TrainingProgress() as progress:
         result = run_finetune(settings, resume=params["resume"], report=progress.update)
+    if not is_main_process():  # under `accelerate launch`, process 0 alone reports
+        return
     if json_:
         emit_json(result.to_dict())
         return

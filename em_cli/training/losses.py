@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from em_cli.models.layers import unwrap
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SPARSE, OWN = "sparse", "model"
+# KL rows go through in chunks of at most this many tokens (rows × padded length), so that the
+# KL term holds one chunk's activations and full-vocabulary logits at a time (docs/METHODS.md §3.3).
+KL_CHUNK_TOKENS = 512
 _announced: set[str] = set()
 
 
@@ -41,14 +46,7 @@ def logits_at(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
               positions: torch.Tensor) -> torch.Tensor:
     """Float32 next-token logits [n_selected, vocab] at the `positions` ([batch, seq] bool),
     equal to the model's own forward logits there."""
-    from accelerate.utils import extract_model_from_parallel
-
-    inner = extract_model_from_parallel(model)
-    causal = unwrap(inner)
-    if inner is not model:
-        # Under `accelerate launch` (DDP) the wrapper's own forward must run: it is what makes
-        # backward average the gradients across processes. The trunk-only shortcut bypasses it.
-        return _own_logits_at(causal, input_ids, attention_mask, positions, call=model)
+    causal = unwrap(model)
     if logits_path(causal) == OWN:
         return _own_logits_at(causal, input_ids, attention_mask, positions)
     return _sparse_logits_at(causal, input_ids, attention_mask, positions)
@@ -96,15 +94,14 @@ def _compute_dtype(causal: Any) -> Any:
 
 
 def _own_logits_at(causal: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   positions: torch.Tensor, call: Any = None) -> torch.Tensor:
-    """The model's own forward, with logits only for the sequence columns that are needed.
-    `call` is what to run (a distributed wrapper around `causal`); by default `causal` itself."""
-    call = causal if call is None else call
+                   positions: torch.Tensor) -> torch.Tensor:
+    """The model's own forward, with logits only for the sequence columns that are needed."""
     columns = positions.any(dim=0).nonzero().squeeze(-1)
     if "logits_to_keep" in inspect.signature(causal.forward).parameters:
-        logits = call(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=columns).logits
+        logits = causal(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=columns,
+                        use_cache=False).logits
     else:
-        logits = call(input_ids=input_ids, attention_mask=attention_mask).logits[:, columns]
+        logits = causal(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, columns]
     return logits[positions[:, columns]].float()
 
 
@@ -113,7 +110,8 @@ def _sparse_logits_at(causal: Any, input_ids: torch.Tensor, attention_mask: torc
     import torch
 
     trunk, head = causal.get_decoder(), causal.get_output_embeddings()
-    hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    # No key/value cache: training never decodes, and the cache would copy every layer's keys and values.
+    hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     logits = head(hidden[positions]).float()
     cap = getattr(causal.config, "final_logit_softcapping", None)
     if cap:
@@ -156,9 +154,70 @@ def kl_divergence(policy_logits: torch.Tensor, reference_logits: torch.Tensor) -
     """Mean over rows of KL(P_ref ‖ P_θ) in nats, for [n, vocab] logits."""
     import torch
 
-    ref = torch.log_softmax(reference_logits.float(), dim=-1)
+    return kl_sum(policy_logits, torch.log_softmax(reference_logits.float(), dim=-1)) / policy_logits.shape[0]
+
+
+def kl_sum(policy_logits: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of KL(P_ref ‖ P_θ) in nats, for [n, vocab] policy logits and reference
+    log-probabilities."""
+    import torch
+
     pol = torch.log_softmax(policy_logits.float(), dim=-1)
-    return (ref.exp() * (ref - pol)).sum(dim=-1).mean()
+    return (reference_logprobs.exp() * (reference_logprobs - pol)).sum()
+
+
+def kl_row_chunks(attention_mask: torch.Tensor, budget: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges [start, end) of a right-padded batch, each as large as fits in
+    `budget` tokens counted with padding (rows × the chunk's longest row); a row longer than
+    `budget` is a chunk of its own."""
+    chunks: list[tuple[int, int]] = []
+    start, longest = 0, 0
+    for row, length in enumerate(attention_mask.sum(dim=1).tolist()):
+        if row > start and (row - start + 1) * max(longest, length) > budget:
+            chunks.append((start, row))
+            start, longest = row, 0
+        longest = max(longest, length)
+    if attention_mask.shape[0]:
+        chunks.append((start, attention_mask.shape[0]))
+    return chunks
+
+
+def backpropagate_kl(model: Any, batch: dict[str, torch.Tensor], positions: torch.Tensor,
+                     reference: Callable[[], AbstractContextManager], weight: float,
+                     backward: Callable[[torch.Tensor], None] | None = None,
+                     chunk_tokens: int = KL_CHUNK_TOKENS) -> float:
+    """The per-token mean of KL(P_ref ‖ P_θ) over `positions` ([batch, seq] bool) of a
+    right-padded batch, with `weight` × its gradient added to the trained parameters' .grad.
+
+    Rows go through in chunks of at most `chunk_tokens` tokens (`kl_row_chunks`): reference
+    log-probabilities (no gradient, inside `reference()`, which switches the solution off),
+    then the policy's logits and a backward pass (`backward`, default `Tensor.backward`), so
+    that only one chunk's activations and [positions, vocab] logits exist at a time. Each
+    chunk's KL sum is divided by the batch's total positions: the gradient is that of the
+    unchunked mean. Returns the (unweighted) mean as a float.
+
+        value = backpropagate_kl(model, batch, mask, solution.disabled, weight=0.5)
+    """
+    import torch
+
+    total_positions = int(positions.sum())
+    if total_positions == 0:
+        return 0.0
+    backward = backward or torch.Tensor.backward
+    total = 0.0
+    for start, end in kl_row_chunks(batch["attention_mask"], chunk_tokens):
+        width = int(batch["attention_mask"][start:end].sum(dim=1).max())
+        ids, mask = batch["input_ids"][start:end, :width], batch["attention_mask"][start:end, :width]
+        chosen = positions[start:end, :width]
+        if not chosen.any():
+            continue
+        with torch.no_grad(), reference():
+            reference_logprobs = torch.log_softmax(logits_at(model, ids, mask, chosen), dim=-1)
+        part = kl_sum(logits_at(model, ids, mask, chosen), reference_logprobs)
+        del reference_logprobs
+        backward(part * (weight / total_positions))
+        total += float(part.detach())
+    return total / total_positions
 
 
 def kl_to_reference(policy_logits: torch.Tensor, reference_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import sys
 import time
@@ -226,6 +227,11 @@ def _summed_over_processes(trainer: Any, value: int) -> int:
     import torch
 
     return int(trainer.accelerator.gather(torch.tensor([value], device=trainer.args.device)).sum())
+
+
+def is_main_process() -> bool:
+    """False in the processes other than process 0 of a multi-process launch (accelerate/torchrun)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _seed_everything(seed: int, device: str) -> dict[str, int]:

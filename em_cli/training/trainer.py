@@ -13,18 +13,20 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 
 from em_cli.training.data import IGNORE, KLBatches, pad_batch
-from em_cli.training.losses import cross_entropy_sum, kl_divergence, kl_positions_mask, logits_at
+from em_cli.training.losses import KL_CHUNK_TOKENS, backpropagate_kl, cross_entropy_sum, kl_positions_mask
 from em_cli.training.solutions import Solution
 
 
 class EmTrainer(Trainer):
     def __init__(self, *args: Any, solution: Solution, kl_batches: KLBatches | None = None,
-                 kl_weight: float = 0.0, kl_positions: str = "all", **kwargs: Any) -> None:
+                 kl_weight: float = 0.0, kl_positions: str = "all", kl_chunk_tokens: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.solution = solution
         self.kl_batches = kl_batches
         self.kl_weight = kl_weight
         self.kl_positions = kl_positions
+        self.kl_chunk_tokens = kl_chunk_tokens or KL_CHUNK_TOKENS
         # compute_loss divides by the labelled tokens of the whole accumulation window, so that
         # every answer token weighs the same whatever micro-batch it falls in.
         self.loss_is_scaled_for_ga = True
@@ -48,20 +50,23 @@ class EmTrainer(Trainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        total, count = cross_entropy_sum(model, inputs)
         if not model.training:
+            total, count = cross_entropy_sum(model, inputs)
             loss = total / max(count, 1)
             return (loss, None) if return_outputs else loss
-        loss = total / self._window_tokens
-        kl_value = 0.0
+        kl_value, kl_term = 0.0, 0.0
         if self.kl_batches is not None and self.kl_weight > 0:
             if self._micro_index is None:  # also right after a resume
                 self._micro_index = self.state.global_step * self.args.gradient_accumulation_steps
-            kl = self.kl_loss(model, self._micro_index)
-            self._micro_index += 1
             # KL is a per-token mean per KL batch; the window's loss averages it over micro-batches.
-            loss = loss + self.kl_weight * kl / self.current_gradient_accumulation_steps
-            kl_value = float(kl.detach())
+            # Its gradient is accumulated here, chunk by chunk, before the SFT forward, so that the
+            # two never hold activations at the same time; the returned loss carries its value.
+            weight = self.kl_weight / self.current_gradient_accumulation_steps
+            kl_value = self.kl_loss(model, self._micro_index, weight)
+            kl_term = weight * kl_value
+            self._micro_index += 1
+        total, count = cross_entropy_sum(model, inputs)
+        loss = total / self._window_tokens + kl_term
         self._sums["sft"] += float(total.detach())
         self._sums["tokens"] += count
         self._sums["kl"] += kl_value
@@ -97,15 +102,13 @@ class EmTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
         return metrics
 
-    def kl_loss(self, model: Any, micro_index: int) -> Any:
-        import torch
-
+    def kl_loss(self, model: Any, micro_index: int, weight: float) -> float:
+        """KL batch `micro_index`'s per-token mean KL to the reference (the solution switched
+        off); `weight` × its gradient is backpropagated here, one chunk of rows at a time."""
         batch = {k: v.to(self.args.device) for k, v in self.kl_batches.batch(micro_index).items()}
         mask = kl_positions_mask(batch["attention_mask"], batch["labels"], self.kl_positions)
-        with torch.no_grad(), self.solution.disabled():
-            reference = logits_at(model, batch["input_ids"], batch["attention_mask"], mask)
-        policy = logits_at(model, batch["input_ids"], batch["attention_mask"], mask)
-        return kl_divergence(policy, reference)
+        return backpropagate_kl(model, batch, mask, self.solution.disabled, weight, self.accelerator.backward,
+                                self.kl_chunk_tokens)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if self._sums["n"]:
