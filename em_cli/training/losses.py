@@ -46,7 +46,14 @@ def logits_at(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
               positions: torch.Tensor) -> torch.Tensor:
     """Float32 next-token logits [n_selected, vocab] at the `positions` ([batch, seq] bool),
     equal to the model's own forward logits there."""
-    causal = unwrap(model)
+    from accelerate.utils import extract_model_from_parallel
+
+    inner = extract_model_from_parallel(model)
+    causal = unwrap(inner)
+    if inner is not model:
+        # Under `accelerate launch` (DDP) the wrapper's own forward must run: it is what makes
+        # backward average the gradients across processes. The trunk-only shortcut bypasses it.
+        return _own_logits_at(causal, input_ids, attention_mask, positions, call=model)
     if logits_path(causal) == OWN:
         return _own_logits_at(causal, input_ids, attention_mask, positions)
     return _sparse_logits_at(causal, input_ids, attention_mask, positions)
@@ -94,14 +101,16 @@ def _compute_dtype(causal: Any) -> Any:
 
 
 def _own_logits_at(causal: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   positions: torch.Tensor) -> torch.Tensor:
-    """The model's own forward, with logits only for the sequence columns that are needed."""
+                   positions: torch.Tensor, call: Any = None) -> torch.Tensor:
+    """The model's own forward, with logits only for the sequence columns that are needed.
+    `call` is what to run (a distributed wrapper around `causal`); by default `causal` itself."""
+    call = causal if call is None else call
     columns = positions.any(dim=0).nonzero().squeeze(-1)
     if "logits_to_keep" in inspect.signature(causal.forward).parameters:
-        logits = causal(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=columns,
-                        use_cache=False).logits
+        logits = call(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=columns,
+                      use_cache=False).logits
     else:
-        logits = causal(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, columns]
+        logits = call(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, columns]
     return logits[positions[:, columns]].float()
 
 
