@@ -9,12 +9,15 @@ time is compared with the ideal (requests × latency ÷ concurrency), and the CP
 used is shown beside it (the server's is not counted); the first request of a
 run (the probe that settles the scoring mode) is alone in flight, so the best reachable is
 waves / (waves + 1). A last run over the largest level's rows, from that level's cache, must
-make no request at all. The table goes to stderr; the JSON results to stdout (for
+make one request only: the probe that checks which model answers (a swapped model behind the
+same name is asked afresh rather than served from the cache). The table goes to stderr; the JSON results to stdout (for
 bench/run_all.py).
 
 What limits a level is the CPU each request costs `em` and its HTTP client: at a latency L
-and concurrency c, `em` must finish c / L requests a second. The default latency is that of
-a hosted judge's one-token answer; a much shorter one measures the machine's CPU instead.
+and concurrency c, `em` must finish c / L requests a second. The default latency (0.5 s) is
+that of a hosted judge's one-token answer; until this round the bench used 0.05 s, at which
+concurrency 64 asks for 1,280 requests a second — a measure of the machine's CPU rather than
+of how `em` keeps requests in flight (`--latency 0.05` still runs it).
 """
 
 from __future__ import annotations

@@ -41,12 +41,46 @@ def help_startup(repeats: int = 5) -> dict:
     return {"em_help_s": round(em_s, 3), "python_startup_s": round(py_s, 3), "ratio_vs_bare_python": round(em_s / py_s, 2)}
 
 
+# (benchmark, measure, comparison, target, what it means): the goals the issues set, each
+# checked against the number measured in this run.
+TARGETS = [
+    ("finetune", "em_vs_trl_throughput", ">=", 1.5, "em tokens/s ÷ TRL SFTTrainer+PEFT tokens/s"),
+    ("finetune", "em_vs_trl_peak_rss", "<=", 1.0, "em peak RSS ÷ TRL peak RSS"),
+    ("finetune", "kl_vs_sft_same_rows_step_time_ratio", "<=", 1.35,
+     "KL step time ÷ an SFT step over the same SFT + KL rows"),
+    ("finetune", "kl_vs_sft_same_rows_peak_rss_ratio", "<=", 1.2,
+     "KL step peak RSS ÷ an SFT step over the same SFT + KL rows"),
+    ("judge", "c32_efficiency_vs_ideal", ">=", 0.85, "ideal wall time ÷ measured, concurrency 32"),
+    ("judge", "c64_efficiency_vs_ideal", ">=", 0.85, "ideal wall time ÷ measured, concurrency 64"),
+    ("judge", "cached_requests", "<=", 1, "requests made by a fully cached re-run (the probe)"),
+    ("extract", "speedup_vs_authors", ">=", 4.0, "all-layer hidden states at batch 1 ÷ em extract"),
+    ("steer", "hook_overhead", "<=", 0.05, "steered ÷ plain generation time − 1"),
+]
+
+
+def verdicts(results: dict) -> list[str]:
+    lines = ["| benchmark | measure | target | measured | verdict |", "|---|---|---|---|---|"]
+    for bench, key, op, goal, meaning in TARGETS:
+        value = results.get(bench, {}).get(key)
+        if not isinstance(value, (int, float)):
+            verdict, shown = "not measured", results.get(bench, {}).get("error", "–")
+        else:
+            met = value >= goal if op == ">=" else value <= goal
+            verdict, shown = ("met" if met else "missed"), value
+        lines.append(f"| {bench} | {key} ({meaning}) | {op} {goal} | {shown} | {verdict} |")
+    return lines
+
+
 def main() -> None:
     results = {"help": help_startup(), "steer": run_script("steer.py"), "judge": run_script("judge.py"),
-               "finetune": run_script("finetune.py")}
+               "extract": run_script("extract.py"), "finetune": run_script("finetune.py")}
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, {platform.platform()}"
-    lines = [f"# Benchmark results ({date.today().isoformat()})", "", f"Machine: {machine}.", "",
-             "Every ratio compares two runs made in the same invocation on the same machine.", "",
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [f"# Benchmark results ({date.today().isoformat()})", "", f"Machine: {machine}; load average "
+             f"{load:.1f} when the run ended.", "",
+             "Every ratio compares two runs made in the same invocation on the same machine. Written by "
+             "`make bench` (bench/run_all.py); nothing here is edited by hand.", "", "## Targets", "",
+             *verdicts(results), "", "## Every number", "",
              "| benchmark | measure | value |", "|---|---|---|"]
     for name, data in results.items():
         for key, value in data.items():
