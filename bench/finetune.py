@@ -1,5 +1,7 @@
 """Benchmark: `em finetune` (LoRA r=32) against TRL's SFTTrainer + PEFT on the same data, and
-the cost of the KL term. Run by hand (`make bench`); needs `pip install trl`.
+the cost of the KL term. Run by hand (`make bench`); needs `pip install trl`. Both sides run
+the same computation: float32, no activation checkpointing (TRL's defaults, bf16 autocast and
+gradient checkpointing, are set off: bf16 alone makes TRL several times slower on a CPU).
 
 Each configuration runs in its own subprocess so peak RSS is measured per run. Printed
 ratios compare runs made in this same invocation on this machine; with --repeats the runs
@@ -63,7 +65,10 @@ if kind == "trl":
     m = AutoModelForCausalLM.from_pretrained(location, dtype="float32")
     data = load_dataset("json", data_files=train)["train"]
     lora = LoraConfig(r=32, lora_alpha=64, use_rslora=True, target_modules="all-linear", task_type="CAUSAL_LM")
-    args = SFTConfig(output_dir=out, max_length=256, completion_only_loss=None, **common)
+    # The same computation as em's: float32 (TRL's default bf16 autocast is many times slower
+    # on a CPU) and no activation checkpointing (em does not checkpoint).
+    args = SFTConfig(output_dir=out, max_length=256, completion_only_loss=None, bf16=False,
+                     gradient_checkpointing=False, **common)
     trainer = SFTTrainer(model=m, args=args, train_dataset=data, processing_class=tok, peft_config=lora)
     start = time.time(); trainer.train(); seconds = time.time() - start
     # Rows here have near-equal lengths: tokens trained = mean row length × rows consumed.
