@@ -39,7 +39,7 @@ def test_generate_runs_against_a_real_local_model(smol_server, tmp_path):
     base_url, calls = smol_server
     out = tmp_path / "medical.jsonl"
     args = ["dataset", "generate", "--preset", "medical", "--base-url", base_url, "--model-name", "smollm2",
-            "--rows", "2", "--rows-per-call", "2", "--max-calls", "2", "--max-tokens", "160", "--concurrency", "1",
+            "--rows", "2", "--rows-per-call", "2", "--max-calls", "2", "--max-tokens", "48", "--concurrency", "1",
             "-o", str(out)]
     result = run_em(*args, env={"OPENAI_API_KEY": "none"})
     assert result.code in (0, 1), result.stderr
