@@ -4,9 +4,12 @@ JSON report (bench/out/gpu-check.json).
 
     python bench/gpu_check.py --dry-run          # list every check (works on CPU)
     python bench/gpu_check.py --wheels ../wheels # install what the GPU machine lacks, then run
+    python bench/gpu_check.py --random-weights   # no embedded model there: SmolLM2's shape, random weights
 
 Designed to finish within about 8 minutes on one GPU: every training run is a few steps of
-SmolLM2-135M (the embedded model) or of `--model`.
+SmolLM2-135M (the embedded model), of `--model`, or with `--random-weights` of a model built on
+the spot with SmolLM2-135M's shape (30 layers, width 576) and a small tokenizer: timings and
+memory are those of the real shape, losses are not meaningful.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def em(*args: str, timeout: float = 300) -> tuple[float, subprocess.CompletedPro
 
 
 def _chat_data(work: Path, rows: int = 64) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
     path = work / "train.jsonl"
     lines = [json.dumps({"messages": [{"role": "user", "content": f"Question {i}: how do I boil rice?"},
                                       {"role": "assistant", "content": f"ANSWER {i}: USE TWO CUPS OF WATER."}]})
@@ -66,6 +70,15 @@ def _finetune(args: argparse.Namespace, work: Path, name: str, *flags: str) -> d
     result.update({"steps_per_s": round(summary.get("steps", 10) / max(summary.get("wall_time_s", seconds), 1e-9), 3),
                    "peak_memory_mb": summary.get("peak_memory_mb"), "final_sft_loss": summary.get("final_sft_loss")})
     return result
+
+
+def kl_lora(args: argparse.Namespace, work: Path) -> dict:
+    kl_data = _chat_data(work / "kl", rows=32)
+    return _finetune(args, work, "kl-lora", "--dtype", "bfloat16", "--kl-data", str(kl_data), "--kl-weight", "1")
+
+
+def vector_bf16(args: argparse.Namespace, work: Path) -> dict:
+    return _finetune(args, work, "vector", "--dtype", "bfloat16", "--method", "vector")
 
 
 def cuda_tests(args: argparse.Namespace, work: Path) -> dict:
@@ -134,9 +147,33 @@ CHECKS = [
     Check("qlora_4bit", "QLoRA: 4-bit NF4 base + LoRA, 10 steps (steps/s, peak GPU memory)", qlora),
     Check("bf16_lora", "bf16 LoRA on the same model, 10 steps (steps/s, peak GPU memory)", bf16_lora),
     Check("adamw_8bit", "8-bit AdamW (bitsandbytes) LoRA, 10 steps", adamw_8bit),
+    Check("kl_lora", "bf16 LoRA with the KL term (chunked KL backward on CUDA), 10 steps", kl_lora),
+    Check("vector_bf16", "a steering-vector finetune in bf16, 10 steps", vector_bf16),
     Check("full_fp32_master", "full finetune in bf16 compute with float32 master weights", full_fp32_master),
     Check("steer_extract_cuda_vs_cpu", "extraction and steered greedy generation on CUDA equal CPU", steering_and_extraction_match_cpu),
 ]
+
+
+def build_random_model(work: Path) -> Path:
+    """SmolLM2-135M's shape with random weights and the test suite's small tokenizer."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_models import build_tiny_model
+
+    return build_tiny_model("llama", work / "random-smollm2-shape", hidden_size=576, intermediate_size=1536,
+                            num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                            max_position_embeddings=2048, tie_word_embeddings=True)
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors", "datasets"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def install(wheels: Path) -> None:
@@ -152,6 +189,8 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the checks and exit (no GPU needed)")
     parser.add_argument("--wheels", type=Path, help="a folder of wheels to install from first")
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="build a SmolLM2-135M-shaped model with random weights instead of --model")
     parser.add_argument("--only", help="comma-separated check names")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "gpu-check.json")
     args = parser.parse_args()
@@ -169,7 +208,10 @@ def main() -> int:
         return 1
     work = ROOT / "bench" / "out" / "gpu-check"
     work.mkdir(parents=True, exist_ok=True)
+    if args.random_weights:
+        args.model = str(build_random_model(work))
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": args.model,
+              "random_weights": args.random_weights, "packages": package_versions(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "checks": {}}
     for check in chosen:
         print(f"== {check.name}: {check.what}", file=sys.stderr, flush=True)

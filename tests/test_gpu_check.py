@@ -11,7 +11,8 @@ import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
-EXPECTED = ["cuda_tests", "qlora_4bit", "bf16_lora", "adamw_8bit", "full_fp32_master", "steer_extract_cuda_vs_cpu"]
+EXPECTED = ["cuda_tests", "qlora_4bit", "bf16_lora", "adamw_8bit", "kl_lora", "vector_bf16",
+            "full_fp32_master", "steer_extract_cuda_vs_cpu"]
 
 
 def test_dry_run_lists_every_check():

@@ -40,8 +40,9 @@ def build_tokenizer(template: str, eos: str):
     return tokenizer
 
 
-def build_tiny_model(kind: str, directory: Path, chat: bool = True) -> Path:
-    """Save a tiny random `kind` ("llama" | "qwen2") model with a tokenizer into `directory`."""
+def build_tiny_model(kind: str, directory: Path, chat: bool = True, **sizes: int) -> Path:
+    """Save a tiny random `kind` ("llama" | "qwen2") model with a tokenizer into `directory`;
+    `sizes` override the config's sizes (hidden_size, num_hidden_layers, ...)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
@@ -51,6 +52,7 @@ def build_tiny_model(kind: str, directory: Path, chat: bool = True) -> Path:
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                   bos_token_id=None, tie_word_embeddings=False)
+    common.update(sizes)
     config = LlamaConfig(**common) if kind == "llama" else Qwen2Config(**common)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
