@@ -8,7 +8,21 @@ import pytest
 from tiny_models import build_tiny_model
 
 torch = pytest.importorskip("torch")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _threads_per_worker() -> int:
+    """The cores shared among pytest-xdist workers (`make test` runs one per core, up to 4):
+    oversubscribed torch thread pools are much slower than one thread each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(2, (os.cpu_count() or 1) // workers))
+
+
+THREADS = _threads_per_worker()
+torch.set_num_threads(THREADS)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `em` processes the tests start inherit the share.
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+    os.environ.setdefault("MKL_NUM_THREADS", str(THREADS))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -102,3 +102,13 @@ def test_output_object_keeps_brackets_and_quiet_drops_notes(capsys):
     captured = capsys.readouterr()
     assert "a[1].jsonl" in captured.out and "–" in captured.out
     assert "note [x]" in captured.err and "dropped" not in captured.err and "Warning: kept [y]" in captured.err
+
+
+def test_notes_are_never_wrapped_when_stderr_is_a_log(capsys):
+    """A note naming a long path stays one line in a log file (rich would wrap at 80 columns),
+    so the path can be found and copied."""
+    from em_cli.commands._output import Output
+
+    path = "/data/" + "/".join(["a-rather-long-folder-name"] * 8) + "/fineweb-sample"
+    Output().log(f"text: dataset {path} (saved to disk; split train); 11 forward passes")
+    assert capsys.readouterr().err.count("\n") == 1

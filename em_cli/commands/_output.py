@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 
 # Logs, progress and errors: stderr, so stdout stays clean for pipes.
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # long paths stay whole in logs
 
 # Piped or captured stdout has no terminal width to fit; this one keeps table cells whole.
 PIPED_WIDTH = 160
