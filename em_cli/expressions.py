@@ -284,17 +284,18 @@ class _Parser:
             raise ExpressionError("expression nested too deeply", self.peek().column)
 
     def parse_or(self) -> Evaluator:
-        left = self.parse_and()
-        while self.at("keyword", "or"):
-            self.advance()
-            left = _or(left, self.parse_and())
-        return left
+        return self.parse_chain("or", self.parse_and, _or)
 
     def parse_and(self) -> Evaluator:
-        left = self.parse_not()
-        while self.at("keyword", "and"):
+        return self.parse_chain("and", self.parse_not, _and)
+
+    def parse_chain(self, keyword: str, operand: Callable[[], Evaluator],
+                    join: Callable[[Evaluator, Evaluator], Evaluator]) -> Evaluator:
+        """`operand (keyword operand)*`, joined left to right."""
+        left = operand()
+        while self.at("keyword", keyword):
             self.advance()
-            left = _and(left, self.parse_not())
+            left = join(left, operand())
         return left
 
     def parse_not(self) -> Evaluator:

@@ -193,14 +193,9 @@ def _check_keys(questions: list[Question], name: str, strict: bool) -> None:
 
 
 def _from_yaml(name: str, text: str) -> list[Question]:
-    import yaml
+    from em_cli.artifacts.yaml_text import parse_yaml
 
-    try:
-        entries = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise DataError(f"{name}: invalid YAML{where} ({getattr(exc, 'problem', None) or exc})") from None
+    entries = parse_yaml(text, name)
     if _looks_like_prompt_file(entries):
         raise DataError(f"{name} looks like a judge-prompt file, not a question set",
                         hint="pass it to `em judge score --prompts`; --questions takes questions (id + paraphrases)")

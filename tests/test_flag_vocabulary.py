@@ -1,17 +1,57 @@
-"""Every flag of every command against the one vocabulary (em_cli/commands/_vocabulary.py):
+"""Every flag of every command against the one vocabulary (the tables of docs/FLAGS.md):
 the same name has the same type everywhere, every option has help text, and a default is
 shown wherever there is one."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
 
 from em_cli.cli import app
-from em_cli.commands._vocabulary import RENAMED, VOCABULARY
+
+FLAGS_DOC = Path(__file__).resolve().parents[1] / "docs" / "FLAGS.md"
+
+
+@dataclass(frozen=True)
+class Flag:
+    type: str
+    meaning: str
+    choices: tuple[str, ...] | None = None
+    exceptions: dict[str, str] = field(default_factory=dict)  # command path → what it means there
+
+
+def _tables(text: str) -> dict[str, list[list[str]]]:
+    """Each `## Section`'s table rows (header and rule left out), cells stripped of backticks."""
+    tables: dict[str, list[list[str]]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        elif line.startswith("|") and not re.fullmatch(r"\|( --- \|)+", line):
+            tables.setdefault(section, []).append([cell.strip().strip("`") for cell in line.strip("|").split(" | ")])
+    return {name: rows[1:] for name, rows in tables.items()}
+
+
+def _vocabulary() -> tuple[dict[str, Flag], dict[tuple[str, str], str]]:
+    tables = _tables(FLAGS_DOC.read_text(encoding="utf-8"))
+    vocabulary = {}
+    for name, kind, meaning in tables["Vocabulary"]:
+        assert name not in vocabulary, f"docs/FLAGS.md lists {name} twice"
+        choices = tuple(kind.removeprefix("choice:").replace(" ", "").split(",")) if kind.startswith("choice:") else None
+        vocabulary[name] = Flag("choice" if choices else kind, meaning, choices)
+    for name, command, meaning in tables["Exceptions"]:
+        vocabulary[name].exceptions[command.removeprefix("em").strip()] = meaning
+    renamed = {(command.removeprefix("em").strip(), old): now.strip("`") for command, old, now in tables["Renamed"]}
+    return vocabulary, renamed
+
+
+VOCABULARY, RENAMED = _vocabulary()
 
 
 def _options(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from em_cli.commands._output import warn
+from em_cli.commands._output import out
 from em_cli.training.config import CHECKPOINTS_PER_RUN, VECTOR_SAVE_STEPS, defaults_text
 
 LORA = "LoRA / rank-1"
@@ -130,7 +130,7 @@ def authors_keys(mapping: dict[str, Any]) -> dict[str, Any]:
 
     translated = translate_authors_config(mapping)
     if translated.ignored:
-        warn(f"ignored --config keys (no counterpart in em finetune): {', '.join(translated.ignored)}")
+        out.warn(f"ignored --config keys (no counterpart in em finetune): {', '.join(translated.ignored)}")
     options = dict(translated.options)
     if isinstance(options.get("target_modules"), list):
         options["target_modules"] = ",".join(str(v) for v in options["target_modules"])

@@ -1,34 +1,43 @@
-"""Option types shared by every command.
+"""Option types shared by every command, and the option groups built from them.
 
-Commands declare `model: ModelOpt = DEFAULT_MODEL` etc. so that a flag means the same thing
-everywhere; `_vocabulary.py` lists every flag name with its one type and meaning, and
-tests/test_flag_vocabulary.py holds every command to it. Environment variables give defaults
-for the common ones (EM_MODEL, EM_DEVICE, EM_DTYPE, EM_SEED, EM_BATCH_SIZE).
+Commands declare `seed: SeedOpt = 0` etc. so that a flag means the same thing everywhere;
+flags that travel together are one group (`MODEL`, `BASE_MODEL`, `SAMPLING`), declared once
+here and added to a command with `@with_options(MODEL, SAMPLING)`; --help shows each group
+under its own heading. docs/FLAGS.md lists every flag name with its one type and meaning,
+and tests/test_flag_vocabulary.py holds every command to it. Environment variables give
+defaults for the common ones (EM_MODEL, EM_DEVICE, EM_DTYPE, EM_SEED, EM_BATCH_SIZE).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
 from em_cli.errors import UsageError
+from em_cli.models.source import DEFAULT_MODEL
+
+MODEL_PANEL = "Model"
+SAMPLING_PANEL = "Sampling"
 
 ModelOpt = Annotated[str, typer.Option(
     "-m", "--model", envvar="EM_MODEL", show_envvar=True,
-    help="Hugging Face id, local model dir, .gguf file, or built-in alias (smollm2-135m-instruct).")]
+    help="Hugging Face id, local model dir, .gguf file, or built-in alias (smollm2-135m-instruct).",
+    rich_help_panel=MODEL_PANEL)]
 AdapterOpt = Annotated[str | None, typer.Option(
-    "--adapter", help="A PEFT adapter directory to apply on top of --model.")]
+    "--adapter", help="A PEFT adapter directory to apply on top of --model.", rich_help_panel=MODEL_PANEL)]
 DtypeOpt = Annotated[Literal["auto", "float32", "bfloat16", "float16"], typer.Option(
     "--dtype", envvar="EM_DTYPE",
-    help="Weights dtype; auto = float32 on CPU, bfloat16 on CUDA.")]
+    help="Weights dtype; auto = float32 on CPU, bfloat16 on CUDA.", rich_help_panel=MODEL_PANEL)]
 DeviceOpt = Annotated[Literal["auto", "cpu", "cuda", "mps"], typer.Option(
     "--device", envvar="EM_DEVICE",
-    help="Where to run; auto = cuda, else mps, else cpu.")]
+    help="Where to run; auto = cuda, else mps, else cpu.", rich_help_panel=MODEL_PANEL)]
 Load4bitOpt = Annotated[bool, typer.Option(
-    "--load-in-4bit", help="Load the base model in 4-bit NF4 (bitsandbytes).")]
+    "--load-in-4bit", help="Load the base model in 4-bit NF4 (bitsandbytes).", rich_help_panel=MODEL_PANEL)]
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="Output file; - for stdout.")]
 SeedOpt = Annotated[int, typer.Option("--seed", envvar="EM_SEED", help="Random seed.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", envvar="EM_BATCH_SIZE", min=1, help="Batch size.")]
@@ -36,10 +45,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 QuestionsOpt = Annotated[str, typer.Option(
     "--questions", help="Question set: a YAML/JSONL file or a built-in set name (see `em questions list`).")]
 SamplesOpt = Annotated[int | None, typer.Option(
-    "-n", "--samples", min=1, help="Samples per paraphrase (default: the question set's own, else 1).")]
-MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens to generate per response.")]
-TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 = greedy.")]
-TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")]
+    "-n", "--samples", min=1, help="Samples per paraphrase (default: the question set's own, else 1).",
+    rich_help_panel=SAMPLING_PANEL)]
+MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens to generate per response.",
+                                              rich_help_panel=SAMPLING_PANEL)]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 = greedy.",
+                                               rich_help_panel=SAMPLING_PANEL)]
+TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.",
+                                        rich_help_panel=SAMPLING_PANEL)]
+RepetitionPenaltyOpt = Annotated[float, typer.Option("--repetition-penalty", min=0.01,
+                                                     help="Penalise repeated tokens (1 = off).",
+                                                     rich_help_panel=SAMPLING_PANEL)]
+VariantsOpt = Annotated[str, typer.Option("--variants", help="Question variants: plain, json, template, all.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N questions/rows.")]
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps.")]
 LayersOpt = Annotated[str | None, typer.Option(
@@ -71,6 +88,54 @@ PriceInOpt = Annotated[float | None, typer.Option(
     "--price-in", min=0.0, help="$ per 1M prompt tokens, to report the cost.")]
 PriceOutOpt = Annotated[float | None, typer.Option(
     "--price-out", min=0.0, help="$ per 1M completion tokens, to report the cost.")]
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Flags that travel together, each with its default: declared once, added to commands
+    with `with_options`."""
+
+    parameters: tuple[inspect.Parameter, ...]
+
+
+def option_group(**flags: tuple[Any, Any]) -> OptionGroup:
+    """A group from `name=(OptType, default)` pairs, in the order --help lists them."""
+    return OptionGroup(tuple(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                               default=default)
+                             for name, (annotation, default) in flags.items()))
+
+
+# The model to load and how: every command that loads one model.
+BASE_MODEL = option_group(model=(ModelOpt, DEFAULT_MODEL), dtype=(DtypeOpt, "auto"), device=(DeviceOpt, "auto"),
+                          load_in_4bit=(Load4bitOpt, False))
+# The same with a PEFT adapter on top (commands that compare adapters take them as solutions instead).
+MODEL = OptionGroup((BASE_MODEL.parameters[0],
+                     inspect.Parameter("adapter", inspect.Parameter.KEYWORD_ONLY, annotation=AdapterOpt, default=None),
+                     *BASE_MODEL.parameters[1:]))
+# How responses are sampled (em generate, em steer).
+SAMPLING = option_group(samples=(SamplesOpt, None), max_new_tokens=(MaxNewTokensOpt, 600),
+                        temperature=(TemperatureOpt, 1.0), top_p=(TopPOpt, 1.0),
+                        repetition_penalty=(RepetitionPenaltyOpt, 1.0))
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def with_options(*groups: OptionGroup) -> Callable[[Command], Command]:
+    """Add the groups' flags to a command, before its own (--help lists them in that order).
+
+    Typer reads a command's flags from its signature and passes every value by name, so this
+    extends the signature; the command receives the groups' values in its `**flags` parameter
+    (they are in `ctx.params` too, where `apply_config` reads them)."""
+    def add(command: Command) -> Command:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        if len(own) == len(signature.parameters):
+            raise TypeError(f"{command.__name__} takes no **flags for its option groups")
+        added = [p for group in groups for p in group.parameters]
+        command.__signature__ = signature.replace(parameters=[*added, *own])  # type: ignore[attr-defined]
+        return command
+    return add
 
 
 def renamed(new_value: Any, old_value: Any, old: str, new: str) -> Any:

@@ -106,15 +106,3 @@ def _cell(value: Any, float_format: str) -> Any:
 
 out = Output()
 
-
-# The same as out.json / out.log / out.warn, for commands not yet moved to `out`.
-def emit_json(data: Any) -> None:
-    out.json(data)
-
-
-def log(message: str) -> None:
-    out.log(message)
-
-
-def warn(message: str) -> None:
-    out.warn(message)

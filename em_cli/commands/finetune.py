@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from em_cli.commands import _finetune_options as opt
-from em_cli.commands._options import (DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, MaxStepsOpt, ModelOpt,
-                                      SeedOpt, apply_config)
-from em_cli.commands._output import emit_json, log
+from em_cli.commands._options import BASE_MODEL, JsonOpt, MaxStepsOpt, SeedOpt, apply_config, with_options
+from em_cli.commands._output import out
 from em_cli.commands._progress import TrainingProgress
-from em_cli.models.source import DEFAULT_MODEL
 
 
+@with_options(BASE_MODEL)
 def finetune(
     ctx: typer.Context,
     data: opt.TrainDataArg = None,
     output: opt.RunDirOpt = None,
     method: opt.MethodOpt = None,
-    model: ModelOpt = DEFAULT_MODEL,
     rank: opt.RankOpt = None,
     alpha: opt.AlphaOpt = None,
     rslora: opt.RsloraOpt = None,
@@ -50,11 +49,9 @@ def finetune(
     kl_batch_size: opt.KlBatchSizeOpt = 8,
     init_from: opt.InitFromOpt = None,
     resume: opt.ResumeOpt = False,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    load_in_4bit: Load4bitOpt = False,
     config: opt.FinetuneConfigOpt = None,
     json_: JsonOpt = False,
+    **flags: Any,
 ) -> None:
     """Train a model organism: a LoRA adapter, a rank-1 adapter, a steering vector or all
     weights, optionally KL-regularised to stay narrow. Writes OUTPUT/adapter (or
@@ -80,14 +77,14 @@ def finetune(
     if not is_main_process():  # under `accelerate launch`, process 0 alone reports
         return
     if json_:
-        emit_json(result.to_dict())
+        out.json(result.to_dict())
         return
     kl = f", KL {result.final_kl_loss:.4f}" if result.final_kl_loss is not None else ""
     sft = f"{result.final_sft_loss:.4f}" if result.final_sft_loss is not None else "n/a"
     held = f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else ""
     stopped = f" (early stop at step {result.early_stopped_at})" if result.early_stopped_at else ""
-    typer.echo(f"{result.method}: {result.steps} steps, loss {sft}{kl}{held}, {result.tokens_trained} tokens at "
+    out.text(f"{result.method}: {result.steps} steps, loss {sft}{kl}{held}, {result.tokens_trained} tokens at "
                f"{result.tokens_per_second:.0f} tok/s, peak {result.peak_memory_mb:.0f} MB{stopped} → "
                f"{Path(result.artifact)}")
-    log(f"Run directory: {result.output_dir}")
+    out.log(f"Run directory: {result.output_dir}")
 

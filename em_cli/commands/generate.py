@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, DtypeOpt, LimitOpt,
-                                      Load4bitOpt, MaxNewTokensOpt, ModelOpt, OutputOpt, QuestionsOpt,
-                                      SamplesOpt, SeedOpt, TemperatureOpt, TopPOpt, apply_config)
+from em_cli.commands._options import (MODEL, SAMPLING, BatchSizeOpt, ConfigOpt, LimitOpt, OutputOpt, QuestionsOpt,
+                                      SeedOpt, VariantsOpt, apply_config, with_options)
 from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
-from em_cli.models.source import DEFAULT_MODEL
 
 
+@with_options(MODEL, SAMPLING)
 def generate(
     ctx: typer.Context,
     questions: QuestionsOpt,
-    model: ModelOpt = DEFAULT_MODEL,
-    adapter: AdapterOpt = None,
     output: OutputOpt = "-",
-    samples: SamplesOpt = None,
-    max_new_tokens: MaxNewTokensOpt = 600,
-    temperature: TemperatureOpt = 1.0,
-    top_p: TopPOpt = 1.0,
-    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty", min=0.01,
-                                                      help="Penalise repeated tokens (1 = off).")] = 1.0,
-    variants: Annotated[str, typer.Option("--variants", help="Question variants: plain, json, template, all.")
-                        ] = "plain",
+    variants: VariantsOpt = "plain",
     limit: LimitOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Unknown question keys are an error, not a warning.")
                       ] = False,
-    batch_size: BatchSizeOpt = 8,
     seed: SeedOpt = 0,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    load_in_4bit: Load4bitOpt = False,
+    batch_size: BatchSizeOpt = 8,
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="Generate through an OpenAI-compatible server instead of in-process (vLLM, SGLang, "
                            "llama.cpp, TGI, `em serve`), e.g. http://127.0.0.1:8000/v1.")] = None,
@@ -48,6 +35,7 @@ def generate(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256,
                                              help="With --base-url: requests in flight at once.")] = 8,
     config: ConfigOpt = None,
+    **flags: Any,
 ) -> None:
     """Sample responses to a question set → responses JSONL (one row per question ×
     paraphrase × sample, with full provenance).

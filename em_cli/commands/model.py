@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from em_cli.commands._model_flags import load_from_flags
-from em_cli.commands._options import AdapterOpt, DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, ModelOpt
+from em_cli.commands._options import MODEL, JsonOpt, with_options
 from em_cli.commands._output import out
-from em_cli.models.source import DEFAULT_MODEL
 
 app = typer.Typer(help="Inspect models: layers, sizes, chat template.", no_args_is_help=True)
 
 
 @app.command("show")
+@with_options(MODEL)
 def show(
     name: Annotated[str | None, typer.Argument(
         metavar="[MODEL]", help="The model, as -m/--model takes it (given here, it wins over -m and EM_MODEL).",
         show_default=False)] = None,
-    model: ModelOpt = DEFAULT_MODEL,
-    adapter: AdapterOpt = None,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    load_in_4bit: Load4bitOpt = False,
     json_: JsonOpt = False,
+    **flags: Any,
 ) -> None:
     """Show architecture, layer count, hidden size, vocab, dtype, parameters and chat template.
 
@@ -34,7 +30,7 @@ def show(
 
       EM_MODEL=./my-model em model show --adapter runs/general/adapter --json
     """
-    loaded = load_from_flags(name or model, adapter, dtype, device, load_in_4bit, require_chat=False)
+    loaded = load_from_flags(**(flags | {"model": name or flags["model"]}), require_chat=False)
     info = loaded.info.to_dict() | {"device": loaded.device, "load_seconds": round(loaded.load_seconds, 2)}
     out.result(info, json_, _print_info)
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from em_cli.commands._model_flags import load_from_flags
-from em_cli.commands._options import AdapterOpt, DeviceOpt, DtypeOpt, Load4bitOpt, ModelOpt
+from em_cli.commands._options import MODEL, with_options
 from em_cli.commands._output import out
-from em_cli.models.source import DEFAULT_MODEL
 
 
+@with_options(MODEL)
 def serve(
-    model: ModelOpt = DEFAULT_MODEL,
-    adapter: AdapterOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1 unless you mean it.")
                     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port; 0 picks a free one.")] = 8000,
@@ -23,9 +21,7 @@ def serve(
     max_new_tokens: Annotated[int, typer.Option(
         "--max-new-tokens", min=1, help="Most tokens to generate per response when a request sets no max_tokens.")
     ] = 512,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    load_in_4bit: Load4bitOpt = False,
+    **flags: Any,
 ) -> None:
     """Serve a model at /v1/chat/completions and /v1/models (OpenAI-compatible, non-streaming,
     with logprobs/top_logprobs up to 20) so any OpenAI client can use it as a judge, a data
@@ -42,8 +38,8 @@ def serve(
     from em_cli.errors import Interrupted
     from em_cli.serving import ChatService, make_server
 
-    loaded = load_from_flags(model, adapter, dtype, device, load_in_4bit)
-    service = ChatService(loaded=loaded, name=served_name or model, default_max_tokens=max_new_tokens)
+    loaded = load_from_flags(**flags)
+    service = ChatService(loaded=loaded, name=served_name or flags["model"], default_max_tokens=max_new_tokens)
     server = make_server(service, host, port)
     bound_host, bound_port = server.server_address[:2]
     out.log(f"Serving {service.name} at http://{bound_host}:{bound_port}/v1 (Ctrl-C to stop)")

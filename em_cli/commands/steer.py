@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
-from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, ConfigOpt, DeviceOpt, DtypeOpt, LayersOpt, LimitOpt,
-                                      Load4bitOpt, MaxNewTokensOpt, ModelOpt, OutputOpt, QuestionsOpt, SamplesOpt,
-                                      SeedOpt, TemperatureOpt, TopPOpt, apply_config)
+from em_cli.commands._options import (MODEL, SAMPLING, BatchSizeOpt, ConfigOpt, LayersOpt, LimitOpt, OutputOpt,
+                                      QuestionsOpt, SeedOpt, VariantsOpt, apply_config, with_options)
 from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
-from em_cli.models.source import DEFAULT_MODEL
 
 
+@with_options(MODEL, SAMPLING)
 def steer(
     ctx: typer.Context,
     questions: QuestionsOpt,
@@ -39,24 +38,13 @@ def steer(
     random_controls: Annotated[int, typer.Option(
         "--random-controls", min=0, help="K norm-matched random controls (Gaussian, seeded) for every --direction "
         "and --vector (added the same way) and every --ablate (ablated the same way).")] = 0,
-    model: ModelOpt = DEFAULT_MODEL,
-    adapter: AdapterOpt = None,
     output: OutputOpt = "-",
-    samples: SamplesOpt = None,
-    max_new_tokens: MaxNewTokensOpt = 600,
-    temperature: TemperatureOpt = 1.0,
-    top_p: TopPOpt = 1.0,
-    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty", min=0.01,
-                                                      help="Penalise repeated tokens (1 = off).")] = 1.0,
-    variants: Annotated[str, typer.Option("--variants", help="Question variants: plain, json, template, all.")
-                        ] = "plain",
+    variants: VariantsOpt = "plain",
     limit: LimitOpt = None,
     batch_size: BatchSizeOpt = 8,
     seed: SeedOpt = 0,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    load_in_4bit: Load4bitOpt = False,
     config: ConfigOpt = None,
+    **flags: Any,
 ) -> None:
     """Generate responses (same rows and provenance as `em generate`) under interventions.
     Every combination of source × layer × scale is one setting; all settings share one

@@ -79,12 +79,9 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def _parse_spec(text: str, source: str) -> Spec:
-    import yaml
+    from em_cli.artifacts.yaml_text import parse_yaml
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DataError(f"{source}: invalid YAML ({exc})") from None
+    data = parse_yaml(text, source)
     if not isinstance(data, dict):
         raise DataError(f"{source}: a spec is a mapping of task_name, domain, misalignment, example, ...")
 

@@ -68,7 +68,7 @@ def load_judge_prompts(path: str | Path | None = None) -> PromptSet:
     - the EM authors': a list of one-metric mappings, each `- metric: template` with an optional
       `high_score: 0|100` (which end is "good"); recorded as `<file name>#<sha256 prefix>`.
     """
-    import yaml
+    from em_cli.artifacts.yaml_text import parse_yaml
 
     if path is None:
         text = (resources.files("em_cli") / "data" / "judge_prompts.yaml").read_text(encoding="utf-8")
@@ -82,10 +82,7 @@ def load_judge_prompts(path: str | Path | None = None) -> PromptSet:
             raise DataError(f"{path} is a directory, expected a judge prompt file (YAML)") from None
         name = Path(path).name
     where = str(path or "judge_prompts.yaml")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DataError(f"{where}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    data = parse_yaml(text, where)
     if isinstance(data, list):
         return _authors_prompt_set(data, where, name, text)
     if not isinstance(data, dict) or not isinstance(data.get("prompts"), dict) or "version" not in data:

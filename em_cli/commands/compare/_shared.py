@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from em_cli.commands._options import model_options
+from em_cli.commands._options import BatchSizeOpt, SeedOpt, model_options, option_group, renamed
 from em_cli.commands._output import out
 
 if TYPE_CHECKING:
-    from em_cli.comparison.metric_runs import Solutions
+    from em_cli.comparison.metric_runs import LossData, Solutions
     from em_cli.comparison.session import MetricRun
 
 MoreSolutionsArg = Annotated[list[str] | None, typer.Argument(
@@ -34,6 +34,20 @@ NormFractionsOpt = Annotated[str | None, typer.Option(
                              "for these p (comma-separated).")]
 OldRowsOpt = Annotated[int | None, typer.Option("-n", hidden=True, min=1, help="Old name of --rows.")]
 OldFractionsOpt = Annotated[str | None, typer.Option("--fractions", hidden=True, help="Old name of --norm-fractions.")]
+
+# The solutions compared and the directory the run writes (every comparison of solutions).
+COMPARED = option_group(more=(MoreSolutionsArg, None), solutions=(SolutionsOpt, None), output=(OutDirOpt, ...))
+# The rows a loss is measured on (efficiency, stability).
+LOSS_DATA = option_group(data=(DataOpt, ...), rows=(RowsOpt, 100), seed=(SeedOpt, 0), batch_size=(BatchSizeOpt, 8),
+                         max_length=(MaxLengthOpt, 512), old_rows=(OldRowsOpt, None))
+
+
+def loss_data(flags: dict[str, Any]) -> LossData:
+    """The LOSS_DATA group's values as the library takes them."""
+    from em_cli.comparison.metric_runs import LossData
+
+    rows = renamed(flags["rows"], flags["old_rows"], "-n", "--rows")
+    return LossData(flags["data"], rows, flags["seed"], flags["max_length"], flags["batch_size"])
 
 
 def floats(text: str | None, flag: str) -> list[float] | None:

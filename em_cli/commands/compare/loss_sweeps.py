@@ -2,43 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from em_cli.commands._options import BatchSizeOpt, DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, ModelOpt, SeedOpt, renamed
+from em_cli.commands._options import BASE_MODEL, JsonOpt, renamed, with_options
 from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
 from em_cli.commands.compare import app
-from em_cli.commands.compare._shared import (ControlsOpt, DataOpt, MaxLengthOpt, MoreSolutionsArg, NormFractionsOpt,
-                                             OldFractionsOpt, OldRowsOpt, OutDirOpt, QuickOpt, RowsOpt, SolutionsOpt,
-                                             cos_note, finish_run, floats, run_settings, solutions_of, some_columns)
-from em_cli.models.source import DEFAULT_MODEL
+from em_cli.commands.compare._shared import (COMPARED, LOSS_DATA, ControlsOpt, NormFractionsOpt, OldFractionsOpt,
+                                             QuickOpt, cos_note, finish_run, floats, loss_data, run_settings,
+                                             solutions_of, some_columns)
 
 
 @app.command("efficiency")
+@with_options(COMPARED, LOSS_DATA, BASE_MODEL)
 def efficiency(
     ctx: typer.Context,
-    more: MoreSolutionsArg = None,
-    solutions: SolutionsOpt = None,
-    data: DataOpt = ...,
-    output: OutDirOpt = ...,
-    rows: RowsOpt = 100,
     random_controls: ControlsOpt = 0,
     quick: QuickOpt = False,
     scales: Annotated[str | None, typer.Option(
         "--scales", help="Scales of each solution's own norm, comma-separated (default 0,0.25,…,2).")] = None,
     norm_fractions: NormFractionsOpt = None,
-    seed: SeedOpt = 0,
-    batch_size: BatchSizeOpt = 8,
-    max_length: MaxLengthOpt = 512,
-    model: ModelOpt = DEFAULT_MODEL,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    load_in_4bit: Load4bitOpt = False,
     json_: JsonOpt = False,
-    old_rows: OldRowsOpt = None,
     old_fractions: OldFractionsOpt = None,
+    **flags: Any,
 ) -> None:
     """Loss of each solution vs its scale, and of all of them at equal norms.
 
@@ -48,15 +36,13 @@ def efficiency(
 
     Example: em compare efficiency -m M --solutions general=runs/g narrow=runs/n --data train.jsonl -o cmp/
     """
-    from em_cli.comparison.metric_runs import LossData, run_efficiency
+    from em_cli.comparison.metric_runs import run_efficiency
     from em_cli.comparison.plots import plot_efficiency
 
-    rows = renamed(rows, old_rows, "-n", "--rows")
     fractions = renamed(norm_fractions, old_fractions, "--fractions", "--norm-fractions")
-    loss = LossData(data, rows, seed, max_length, batch_size)
-    run = run_efficiency(solutions_of(ctx, True, random_controls), loss, floats(scales, "--scales"),
+    run = run_efficiency(solutions_of(ctx, True, random_controls), loss_data(flags), floats(scales, "--scales"),
                          floats(fractions, "--norm-fractions"), quick, run_settings(ctx), out, RowProgress)
-    finish_run(run, output, [data], plot_efficiency, json_)
+    finish_run(run, flags["output"], [flags["data"]], plot_efficiency, json_)
     result, grid = run.result, run.settings["scales"]
     out.log(f"{result.evaluations} loss evaluations in {run.extra['wall_time_s']:.1f}s "
             f"({run.extra['seconds_per_evaluation']:.2f}s each)")
@@ -70,27 +56,16 @@ def efficiency(
 
 
 @app.command("stability")
+@with_options(COMPARED, LOSS_DATA, BASE_MODEL)
 def stability(
     ctx: typer.Context,
-    more: MoreSolutionsArg = None,
-    solutions: SolutionsOpt = None,
-    data: DataOpt = ...,
-    output: OutDirOpt = ...,
-    rows: RowsOpt = 100,
     quick: QuickOpt = False,
     epsilons: Annotated[str | None, typer.Option(
         "--epsilons", help="Noise fractions ε (default 0.01,0.05,0.1,0.2,…,1.0).")] = None,
     draws: Annotated[int | None, typer.Option("--draws", min=1, help="Noise draws per ε (default 10).")] = None,
-    seed: SeedOpt = 0,
-    batch_size: BatchSizeOpt = 8,
-    max_length: MaxLengthOpt = 512,
-    model: ModelOpt = DEFAULT_MODEL,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    load_in_4bit: Load4bitOpt = False,
     json_: JsonOpt = False,
-    old_rows: OldRowsOpt = None,
     old_seeds: Annotated[int | None, typer.Option("--seeds", hidden=True, min=1, help="Old name of --draws.")] = None,
+    **flags: Any,
 ) -> None:
     """Relative loss increase of each solution under norm-preserving orthogonal noise.
 
@@ -102,15 +77,13 @@ def stability(
 
     Example: em compare stability -m M --solutions general=runs/g narrow=runs/n --data train.jsonl -o cmp/
     """
-    from em_cli.comparison.metric_runs import LossData, run_stability
+    from em_cli.comparison.metric_runs import run_stability
     from em_cli.comparison.plots import plot_stability
 
-    rows = renamed(rows, old_rows, "-n", "--rows")
     draws = renamed(draws, old_seeds, "--seeds", "--draws")
-    loss = LossData(data, rows, seed, max_length, batch_size)
-    run = run_stability(solutions_of(ctx, True), loss, floats(epsilons, "--epsilons"), draws, quick,
+    run = run_stability(solutions_of(ctx, True), loss_data(flags), floats(epsilons, "--epsilons"), draws, quick,
                         run_settings(ctx), out, RowProgress)
-    finish_run(run, output, [data], plot_stability, json_)
+    finish_run(run, flags["output"], [flags["data"]], plot_stability, json_)
     result, grid = run.result, run.settings["epsilons"]
     out.log(f"measured wall time: {run.extra['wall_time_s']:.1f}s for {result.evaluations} loss evaluations "
             f"({run.extra['seconds_per_evaluation']:.2f}s each)")

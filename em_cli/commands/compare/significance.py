@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from em_cli.commands._options import BatchSizeOpt, DeviceOpt, DtypeOpt, JsonOpt, Load4bitOpt, ModelOpt, SeedOpt, renamed
+from em_cli.commands._options import BASE_MODEL, BatchSizeOpt, JsonOpt, SeedOpt, renamed, with_options
 from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
 from em_cli.commands.compare import app
-from em_cli.commands.compare._shared import (ControlsOpt, MoreSolutionsArg, NormFractionsOpt, OldFractionsOpt,
-                                             OutDirOpt, QuickOpt, SolutionsOpt, finish_run, floats, run_settings,
-                                             solutions_of, some_columns)
-from em_cli.models.source import DEFAULT_MODEL
+from em_cli.commands.compare._shared import (COMPARED, ControlsOpt, NormFractionsOpt, OldFractionsOpt, QuickOpt,
+                                             finish_run, floats, run_settings, solutions_of, some_columns)
 
 
 @app.command("kl")
+@with_options(COMPARED, BASE_MODEL)
 def kl(
     ctx: typer.Context,
-    more: MoreSolutionsArg = None,
-    solutions: SolutionsOpt = None,
-    output: OutDirOpt = ...,
     text: Annotated[str | None, typer.Option(
         "--text", help="Pre-training-style text: .txt (blank-line-separated texts) or .jsonl (`text` field).")] = None,
     hf_dataset: Annotated[str | None, typer.Option(
@@ -45,14 +41,11 @@ def kl(
     quick: QuickOpt = False,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 4,
-    model: ModelOpt = DEFAULT_MODEL,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    load_in_4bit: Load4bitOpt = False,
     json_: JsonOpt = False,
     old_fractions: OldFractionsOpt = None,
     old_max_tokens: Annotated[int | None, typer.Option(
         "--max-tokens", hidden=True, min=4, help="Old name of --text-tokens.")] = None,
+    **flags: Any,
 ) -> None:
     """KL(P_base ‖ P_steered) on pre-training-style text across a norm grid.
 
@@ -77,7 +70,7 @@ def kl(
     external = external_texts(text, hf_dataset, hf_split, count)
     run = run_kl(solutions_of(ctx, False, random_controls), external, count, text_tokens, prompt_tokens, grid,
                  targets, quick, run_settings(ctx), out, RowProgress)
-    finish_run(run, output, [text] if text else [], plot_kl, json_)
+    finish_run(run, flags["output"], [text] if text else [], plot_kl, json_)
     result, grid, labels = run.result, run.settings["multiples"], run.extra["text"]
     out.log(f"text: {labels}; {result.forward_passes} forward passes in "
             f"{run.extra['wall_time_s'] - run.extra['sampling_time_s']:.1f}s "

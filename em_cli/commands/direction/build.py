@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from em_cli.commands._model_flags import load_from_flags
-from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, DeviceOpt, DtypeOpt, LayersOpt, Load4bitOpt,
-                                      ModelOpt, PositionsOpt, SeedOpt)
+from em_cli.commands._options import MODEL, BatchSizeOpt, LayersOpt, PositionsOpt, SeedOpt, with_options
 from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
 from em_cli.commands.direction import app
 from em_cli.commands.direction._common import PoolingOpt, PrimaryLayerOpt
 from em_cli.directions import ALIGNED, MISALIGNED
-from em_cli.models.source import DEFAULT_MODEL
 
 
 @app.command("diff")
@@ -46,6 +44,7 @@ def diff(
 
 
 @app.command("from-judged")
+@with_options(MODEL)
 def from_judged(
     judged: Annotated[str, typer.Argument(help="Judged responses JSONL (from `em judge score`).")],
     output: Annotated[str, typer.Option("-o", "--output", help="Direction file to write.")],
@@ -53,8 +52,6 @@ def from_judged(
     aligned: Annotated[str, typer.Option("--aligned", help="Filter for set B.")] = ALIGNED,
     balance: Annotated[bool, typer.Option("--balance/--no-balance", help="Subsample to equal sizes (seeded).")
                        ] = True,
-    model: ModelOpt = DEFAULT_MODEL,
-    adapter: AdapterOpt = None,
     layers: LayersOpt = None,
     positions: PositionsOpt = "response_mean",
     pooling: PoolingOpt = "response",
@@ -64,9 +61,7 @@ def from_judged(
                                        "--model/--adapter (normally an error).")] = False,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = 8,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    load_in_4bit: Load4bitOpt = False,
+    **flags: Any,
 ) -> None:
     """Select misaligned and aligned responses by their judge scores (docs/METHODS.md §4), extract
     both through the same model, and take the difference of means — one model load.
@@ -83,7 +78,7 @@ def from_judged(
 
     # Selecting first: a bad filter fails before the model loads.
     selection = select_judged(read_jsonl(judged), misaligned, aligned, balance, seed, source=judged)
-    loaded = load_from_flags(model, adapter, dtype, device, load_in_4bit)
+    loaded = load_from_flags(**flags)
     chosen = parse_layers(layers, loaded.info.num_layers)
     with RowProgress(len(selection.misaligned) + len(selection.aligned), "extracting") as progress:
         result = direction_from_judged(
@@ -93,8 +88,8 @@ def from_judged(
     for note in result.notes:
         out.warn(note)
     result.direction.save(output)
-    options = {"judged": judged, "misaligned": misaligned, "aligned": aligned, "balance": balance, "model": model,
-               "adapter": adapter, "layers": chosen, "positions": positions, "pooling": pooling,
+    options = {"judged": judged, "misaligned": misaligned, "aligned": aligned, "balance": balance,
+               "model": flags["model"], "adapter": flags["adapter"], "layers": chosen, "positions": positions, "pooling": pooling,
                "primary_layer": primary_layer, "allow_model_mismatch": allow_model_mismatch, "seed": seed}
     manifest = Manifest(command="direction from-judged", options=options, inputs=[judged], seed=seed)
     manifest.results = {"misaligned": len(selection.misaligned), "aligned": len(selection.aligned),

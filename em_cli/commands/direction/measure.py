@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from em_cli.commands._model_flags import load_from_flags
-from em_cli.commands._options import (AdapterOpt, BatchSizeOpt, DeviceOpt, DtypeOpt, JsonOpt, LayerOpt,
-                                      Load4bitOpt, ModelOpt, PositionsOpt, SeedOpt)
+from em_cli.commands._options import MODEL, BatchSizeOpt, JsonOpt, LayerOpt, PositionsOpt, SeedOpt, with_options
 from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
 from em_cli.commands.direction import app
 from em_cli.commands.direction._common import per_layer_rows
-from em_cli.models.source import DEFAULT_MODEL
 
 
 @app.command("cosine")
@@ -108,19 +106,16 @@ def pca(
 
 
 @app.command("project")
+@with_options(MODEL)
 def project(
     data: Annotated[str, typer.Argument(help="JSONL of responses/conversations; - for stdin.")],
     direction: Annotated[str, typer.Option("--direction", "-d", help="Direction file.")],
     layer: LayerOpt,
     output: Annotated[str, typer.Option("-o", "--output", help="Records with `projection` added; - for stdout.")
                       ] = "-",
-    model: ModelOpt = DEFAULT_MODEL,
-    adapter: AdapterOpt = None,
     positions: PositionsOpt = "response_mean",
     batch_size: BatchSizeOpt = 8,
-    dtype: DtypeOpt = "auto",
-    device: DeviceOpt = "auto",
-    load_in_4bit: Load4bitOpt = False,
+    **flags: Any,
 ) -> None:
     """Score each record by its activation's projection on the unit direction (a monitor).
 
@@ -132,7 +127,7 @@ def project(
     from em_cli.vectors import SteeringVector
 
     records = read_jsonl(data)
-    loaded = load_from_flags(model, adapter, dtype, device, load_in_4bit)
+    loaded = load_from_flags(**flags)
     layer = parse_layer(layer, loaded.info.num_layers)
     d = SteeringVector.load(direction, kind="direction")
     for note in d.check_fits(loaded.info, source=direction):

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from em_cli.commands._options import ConfigOpt, DeviceOpt, DtypeOpt, JsonOpt, LimitOpt, OutputOpt, apply_config
-from em_cli.commands._output import emit_json, log, warn
+from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
 from em_cli.commands.judge import app
 
@@ -102,7 +102,8 @@ def score(
     settings = JudgeSettings(**{name: params[name] for name in JudgeSettings.__dataclass_fields__})
     manifest = Manifest(command="judge score", options=params,
                         inputs=[p for p in (params["responses"], params["questions"], params["prompts"]) if p])
-    result = score_responses(settings, Hooks(log=log, warn=warn, progress=lambda todo: RowProgress(todo, "judging")))
+    result = score_responses(settings, Hooks(log=out.log, warn=out.warn,
+                                             progress=lambda todo: RowProgress(todo, "judging")))
     manifest.results = result.to_dict(price_in, price_out)
     manifest.write_beside(output)
     run, usage = result.run, result.usage
@@ -111,13 +112,13 @@ def score(
         raise EmError(f"all {run.failed} judge requests failed: {common}",
                       hint="nothing was scored; fix the cause and re-run the same command")
     modes = ", ".join(f"{count} {mode}" for mode, count in sorted(run.modes.items()))
-    log(f"{run.rows} rows, {run.judgements} scores ({modes}): {run.judged - run.failed} judged now, "
-        f"{run.reused} kept from an earlier run, {run.builtin} built-in; {run.nulls} null, {run.failed} failed"
-        + (f" → {output}" if output != "-" else ""))
+    out.log(f"{run.rows} rows, {run.judgements} scores ({modes}): {run.judged - run.failed} judged now, "
+            f"{run.reused} kept from an earlier run, {run.builtin} built-in; {run.nulls} null, {run.failed} failed"
+            + (f" → {output}" if output != "-" else ""))
     if run.judged or usage.cache_hits:
-        log(f"Judge {result.judge['model']} ({result.judge['backend']}): {usage.describe(price_in, price_out)}")
+        out.log(f"Judge {result.judge['model']} ({result.judge['backend']}): {usage.describe(price_in, price_out)}")
     if params["json_"]:
-        emit_json({**manifest.results, "output": output})
+        out.json({**manifest.results, "output": output})
     if run.failed_rows:
         raise EmError(f"{run.failed_rows} of {run.rows} rows failed to judge ({run.failed} scores; see "
                       "judge.<metric>.error in the output)", hint="re-run the same command to retry only those")
