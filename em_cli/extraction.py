@@ -5,7 +5,7 @@ What a record's activation is (positions, pooling, per-token norms) is `activati
 business; this module is the workflow around it, callable from Python:
 
     result = run_extract(ExtractSettings(data="judged.jsonl", output="mis.safetensors",
-                                         where="aligned < 30", layers="15"))
+                                         where="aligned < 30", layers="15", load=LoadOptions("M")))
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from em_cli.models.loading import LoadOptions
 from em_cli.models.source import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -28,22 +29,25 @@ FEW_RECORDS = 10
 class ExtractSettings:
     data: str
     output: str
-    model: str = DEFAULT_MODEL
-    adapter: str | None = None
     vector: str | None = None  # a trained steering vector applied while extracting (run dir or file)
     layers: str | None = None  # a layer spec; None = the model's default layers
     positions: str = "response_mean"
     where: str | None = None  # a filter expression on the records
     limit: int | None = None
     batch_size: int = 8
-    dtype: str = "auto"
-    device: str = "auto"
-    load_in_4bit: bool = False
+    load: LoadOptions = field(default_factory=lambda: LoadOptions(DEFAULT_MODEL))
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> ExtractSettings:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in options.items() if key in known})
+        known = set(cls.__dataclass_fields__) - {"load"}
+        return cls(**{key: value for key, value in options.items() if key in known},
+                   load=LoadOptions.from_options(options))
+
+    def manifest_options(self) -> dict[str, Any]:
+        """Flat, as the command's options are (the keys earlier manifests have)."""
+        flat = {key: value for key, value in asdict(self).items() if key != "load"}
+        load = asdict(self.load)
+        return flat | {key: load[key] for key in ("model", "adapter", "dtype", "device", "load_in_4bit")}
 
 
 @dataclass
@@ -85,14 +89,11 @@ def run_extract(settings: ExtractSettings, log: Callable[[str], None] | None = N
     from em_cli.artifacts.manifest import Manifest
     from em_cli.directions import activation_file
     from em_cli.models.layers import parse_layers
-    from em_cli.models.loading import LoadOptions, load_model
+    from em_cli.models.loading import load_model
 
     records = select_records(settings.data, settings.where, settings.limit)
-    manifest = Manifest(command="extract", options=asdict(settings), inputs=[settings.data])
-    loaded = load_model(LoadOptions(model=settings.model, adapter=settings.adapter, dtype=settings.dtype,
-                                    device=settings.device, load_in_4bit=settings.load_in_4bit))
-    if loaded.cache_note and log is not None:
-        log(loaded.cache_note)
+    manifest = Manifest(command="extract", options=settings.manifest_options(), inputs=[settings.data])
+    loaded = load_model(settings.load, log=log)
     chosen = parse_layers(settings.layers, loaded.info.num_layers)
     scope: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if settings.vector:
@@ -108,7 +109,8 @@ def run_extract(settings: ExtractSettings, log: Callable[[str], None] | None = N
                                    on_batch=on_batch)
     info = loaded.info
     extra = {"positions": settings.positions, "count": str(len(records)), "source": str(settings.data),
-             "selection": settings.where or "", "adapter": settings.adapter or "", "vector": settings.vector or ""}
+             "selection": settings.where or "", "adapter": settings.load.adapter or "",
+             "vector": settings.vector or ""}
     activation_file(acts, info.model_id, info.fingerprint, info.hidden_size, extra).save(settings.output)
     result = ExtractResult(output=settings.output, records=len(records), layers=chosen, model=loaded.identity())
     manifest.results = {"records": result.records, "layers": chosen, "model": result.model}

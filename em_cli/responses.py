@@ -218,11 +218,8 @@ class GenerateSettings:
         """The model (+adapter) in-process; `log` hears where it came from (the cache note)."""
         from em_cli.models.loading import LoadOptions, load_model
 
-        loaded = load_model(LoadOptions(model=self.model, adapter=self.adapter, dtype=self.dtype, device=self.device,
-                                        load_in_4bit=self.load_in_4bit))
-        if loaded.cache_note and log is not None:
-            log(loaded.cache_note)
-        return loaded
+        return load_model(LoadOptions(model=self.model, adapter=self.adapter, dtype=self.dtype, device=self.device,
+                                      load_in_4bit=self.load_in_4bit), log=log)
 
 
 @dataclass

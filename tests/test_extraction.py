@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from em_cli.errors import DataError
 from em_cli.extraction import ExtractSettings, run_extract
+from em_cli.models.loading import LoadOptions
 from helpers import run_em
 
 
@@ -23,12 +24,14 @@ def _records(path):
 def test_run_extract_in_process_equals_the_command(tiny_llama, tmp_path):
     data = _records(tmp_path / "judged.jsonl")
     warnings: list[str] = []
-    result = run_extract(ExtractSettings(data=str(data), output=str(tmp_path / "lib.safetensors"), model=str(tiny_llama),
-                                         layers="1,2", where="aligned < 30", batch_size=2), warn=warnings.append)
+    settings = ExtractSettings(data=str(data), output=str(tmp_path / "lib.safetensors"), layers="1,2",
+                               where="aligned < 30", batch_size=2, load=LoadOptions(str(tiny_llama)))
+    result = run_extract(settings, warn=warnings.append)
     assert (result.records, result.layers) == (3, [1, 2])
     assert warnings == ["only 3 records: means over so few are noisy"]
     manifest = json.loads((tmp_path / "lib.safetensors.manifest.json").read_text())
     assert manifest["results"]["records"] == 3 and manifest["options"]["where"] == "aligned < 30"
+    assert manifest["options"]["model"] == str(tiny_llama) and manifest["options"]["adapter"] is None
 
     cli = run_em("extract", str(data), "-m", str(tiny_llama), "--layers", "1,2", "--where", "aligned < 30",
                  "--batch-size", "2", "-o", str(tmp_path / "cli.safetensors"))
@@ -42,6 +45,6 @@ def test_run_extract_in_process_equals_the_command(tiny_llama, tmp_path):
 def test_run_extract_refuses_a_filter_that_keeps_nothing(tiny_llama, tmp_path):
     data = _records(tmp_path / "judged.jsonl")
     with pytest.raises(DataError, match="matching 'aligned < 0'"):
-        run_extract(ExtractSettings(data=str(data), output=str(tmp_path / "x.safetensors"), model=str(tiny_llama),
-                                    where="aligned < 0"))
+        run_extract(ExtractSettings(data=str(data), output=str(tmp_path / "x.safetensors"), where="aligned < 0",
+                                    load=LoadOptions(str(tiny_llama))))
     assert not (tmp_path / "x.safetensors").exists()

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from em_cli.commands._options import model_options
 from em_cli.commands._output import out
 
 if TYPE_CHECKING:
     from em_cli.models.loading import LoadedModel
 
 
-def load_from_flags(model: str, adapter: str | None, dtype: str, device: str, load_in_4bit: bool,
-                    require_chat: bool = True) -> LoadedModel:
-    from em_cli.models.loading import load_model
+def load_from_flags(require_chat: bool = True, **flags: Any) -> LoadedModel:
+    """The model of the MODEL option group's `flags`."""
+    from em_cli.models.loading import LoadOptions, load_model
 
-    loaded = load_model(model_options(model, adapter, dtype, device, load_in_4bit, require_chat=require_chat))
-    if loaded.cache_note:
-        out.log(loaded.cache_note)
-    return loaded
+    return load_model(LoadOptions.from_options(flags, require_chat=require_chat), log=out.log)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,13 @@ class LoadOptions:
     device: str = "auto"
     load_in_4bit: bool = False
     require_chat: bool = True
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], require_chat: bool = True) -> LoadOptions:
+        """The load options among a command's options (the MODEL or BASE_MODEL flag group)."""
+        return cls(model=options["model"], adapter=options.get("adapter"), dtype=options.get("dtype", "auto"),
+                   device=options.get("device", "auto"), load_in_4bit=options.get("load_in_4bit", False),
+                   require_chat=require_chat)
 
 
 @dataclass
@@ -142,8 +150,9 @@ def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(options: LoadOptions) -> LoadedModel:
-    """Load model and tokenizer as `options` say; raise ModelError with a hint on failure."""
+def load_model(options: LoadOptions, log: Callable[[str], None] | None = None) -> LoadedModel:
+    """Load model and tokenizer as `options` say; raise ModelError with a hint on failure.
+    `log` hears where the weights came from when that is worth a note (a first GGUF unpack)."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     quiet_transformers()
@@ -180,6 +189,8 @@ def load_model(options: LoadOptions) -> LoadedModel:
             raise ModelError(f"adapter {options.adapter} does not fit {source.name}: {str(exc).splitlines()[0]}",
                              hint="use the base model the adapter was trained on") from None
     model.eval()
+    if cache_note and log is not None:
+        log(cache_note)
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, options=options, device=device,
                        load_seconds=time.perf_counter() - started, cache_note=cache_note)
 

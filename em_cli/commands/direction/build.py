@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 
-from em_cli.commands._model_flags import load_from_flags
 from em_cli.commands._options import MODEL, BatchSizeOpt, LayersOpt, PositionsOpt, SeedOpt, with_options
 from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
@@ -30,17 +29,11 @@ def diff(
 
     Example: em direction diff mis.safetensors ali.safetensors -o direction.safetensors
     """
-    from em_cli.artifacts.manifest import Manifest
-    from em_cli.artifacts.tensors import TensorFile
-    from em_cli.directions import mean_difference
+    from em_cli.direction_runs import run_diff
 
-    direction = mean_difference(TensorFile.load(a), TensorFile.load(b), a, b, pooling, primary_layer)
-    direction.save(output)
-    Manifest(command="direction diff", options={"a": a, "b": b, "output": output, "pooling": pooling,
-                                                "primary_layer": primary_layer},
-             inputs=[a, b]).write_beside(output)
+    direction = run_diff(a, b, output, pooling, primary_layer)
     out.log(f"direction over {len(direction.layers)} layers ({direction.extra['count_a']} vs "
-        f"{direction.extra['count_b']} records, {pooling} pooling) → {output}")
+            f"{direction.extra['count_b']} records, {pooling} pooling) → {output}")
 
 
 @app.command("from-judged")
@@ -71,29 +64,13 @@ def from_judged(
 
     Example: em direction from-judged judged.jsonl -m M --adapter runs/general -o direction.safetensors
     """
-    from em_cli.artifacts.jsonl import read_jsonl
-    from em_cli.artifacts.manifest import Manifest
-    from em_cli.directions import direction_from_judged, select_judged
-    from em_cli.models.layers import parse_layers
+    from em_cli.direction_runs import FromJudgedSettings, run_from_judged
+    from em_cli.models.loading import LoadOptions
 
-    # Selecting first: a bad filter fails before the model loads.
-    selection = select_judged(read_jsonl(judged), misaligned, aligned, balance, seed, source=judged)
-    loaded = load_from_flags(**flags)
-    chosen = parse_layers(layers, loaded.info.num_layers)
-    with RowProgress(len(selection.misaligned) + len(selection.aligned), "extracting") as progress:
-        result = direction_from_judged(
-            loaded, selection, chosen, positions, pooling, seed, batch_size, source=judged,
-            allow_model_mismatch=allow_model_mismatch, primary=primary_layer, misaligned=misaligned,
-            aligned=aligned, on_batch=progress.advance)
-    for note in result.notes:
-        out.warn(note)
-    result.direction.save(output)
-    options = {"judged": judged, "misaligned": misaligned, "aligned": aligned, "balance": balance,
-               "model": flags["model"], "adapter": flags["adapter"], "layers": chosen, "positions": positions, "pooling": pooling,
-               "primary_layer": primary_layer, "allow_model_mismatch": allow_model_mismatch, "seed": seed}
-    manifest = Manifest(command="direction from-judged", options=options, inputs=[judged], seed=seed)
-    manifest.results = {"misaligned": len(selection.misaligned), "aligned": len(selection.aligned),
-                        "matched_misaligned": selection.matched_misaligned,
-                        "matched_aligned": selection.matched_aligned, "model": loaded.identity()}
-    manifest.write_beside(output)
-    out.log(f"{len(selection.misaligned)} misaligned vs {len(selection.aligned)} aligned responses → {output}")
+    settings = FromJudgedSettings(
+        judged=judged, output=output, misaligned=misaligned, aligned=aligned, balance=balance, layers=layers,
+        positions=positions, pooling=pooling, primary_layer=primary_layer,
+        allow_model_mismatch=allow_model_mismatch, seed=seed, batch_size=batch_size,
+        load=LoadOptions.from_options(flags))
+    result = run_from_judged(settings, log=out.log, warn=out.warn, progress=RowProgress)
+    out.log(result.summary())

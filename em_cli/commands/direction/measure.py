@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 
-from em_cli.commands._model_flags import load_from_flags
 from em_cli.commands._options import MODEL, BatchSizeOpt, JsonOpt, LayerOpt, PositionsOpt, SeedOpt, with_options
 from em_cli.commands._output import out
 from em_cli.commands._progress import RowProgress
@@ -121,21 +120,9 @@ def project(
 
     Example: em direction project responses.jsonl -d direction.safetensors --layer 15 -o scored.jsonl
     """
-    from em_cli.activations import extract_activations
-    from em_cli.artifacts.jsonl import read_jsonl, write_jsonl
-    from em_cli.models.layers import parse_layer
-    from em_cli.vectors import SteeringVector
+    from em_cli.direction_runs import ProjectSettings, run_project
+    from em_cli.models.loading import LoadOptions
 
-    records = read_jsonl(data)
-    loaded = load_from_flags(**flags)
-    layer = parse_layer(layer, loaded.info.num_layers)
-    d = SteeringVector.load(direction, kind="direction")
-    for note in d.check_fits(loaded.info, source=direction):
-        out.warn(note)
-    d.check_finite(direction)
-    unit = d.layer(layer).float()
-    unit = unit / unit.norm()
-    with RowProgress(len(records), "projecting") as progress:
-        acts = extract_activations(loaded, records, [layer], positions, batch_size, on_batch=progress.advance)
-    scores = (acts[layer] @ unit).tolist()
-    write_jsonl(output, [r | {"projection": round(s, 6), "projection_layer": layer} for r, s in zip(records, scores)])
+    settings = ProjectSettings(data=data, direction=direction, layer=layer, output=output, positions=positions,
+                               batch_size=batch_size, load=LoadOptions.from_options(flags))
+    run_project(settings, log=out.log, warn=out.warn, progress=RowProgress)
