@@ -112,8 +112,10 @@ def collect_activations(loaded: LoadedModel, records: Sequence[dict[str, Any]], 
     pad_id = pad_token_id(tokenizer)
     last_layer = max(layers)
     collectors = {layer: Collect(stop=layer == last_layer) for layer in layers}
-    for start in range(0, len(prepared), batch_size):
-        chunk = prepared[start:start + batch_size]
+    # Batches of similar lengths pad less; the results go back to the records' order below.
+    order = sorted(range(len(prepared)), key=lambda i: len(prepared[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        chunk = [prepared[i] for i in order[start:start + batch_size]]
         padded = right_pad([p.input_ids for p in chunk], pad_id)
         ids, attention = padded.input_ids, padded.attention_mask
         weights = right_pad_values([p.weights for p in chunk], ids.shape[1])
@@ -127,6 +129,8 @@ def collect_activations(loaded: LoadedModel, records: Sequence[dict[str, Any]], 
         if on_batch:
             on_batch(len(chunk), int(attention.sum()))
     counts = torch.tensor([sum(1 for w in p.weights if w > 0) for p in prepared], dtype=torch.int64)
-    return ActivationSet(means={layer: torch.cat(c.outputs) for layer, c in collectors.items()},
-                         token_norms={layer: torch.cat(c.norms) for layer, c in collectors.items()},
+    back = torch.empty(len(order), dtype=torch.int64)
+    back[torch.tensor(order, dtype=torch.int64)] = torch.arange(len(order))
+    return ActivationSet(means={layer: torch.cat(c.outputs)[back] for layer, c in collectors.items()},
+                         token_norms={layer: torch.cat(c.norms)[back] for layer, c in collectors.items()},
                          token_counts=counts)

@@ -82,3 +82,17 @@ def test_token_norms_and_counts_match_a_per_token_reference(loaded):
             torch.testing.assert_close(acts.means[layer][i], tokens.mean(0), rtol=1e-4, atol=1e-4)
             # The norm of the mean is at most the mean of the norms (and smaller unless all tokens align).
             assert float(acts.means[layer][i].norm()) <= float(acts.token_norms[layer][i]) + 1e-4
+
+
+def test_batches_by_length_but_returns_the_records_order(loaded):
+    """Rows are batched shortest first (less padding); each result still belongs to its record."""
+    from em_cli.activations import collect_activations
+
+    seen: list[int] = []
+    pairs = collect_activations(loaded, RECORDS, [1], batch_size=2, on_batch=lambda rows, tokens: seen.append(rows))
+    one_by_one = [extract_activations(loaded, [record], [1], batch_size=1)[1][0] for record in RECORDS]
+    assert seen == [2, 1]
+    for i, expected in enumerate(one_by_one):
+        torch.testing.assert_close(pairs.means[1][i], expected, rtol=1e-5, atol=1e-5)
+    assert pairs.token_counts.tolist() == [
+        collect_activations(loaded, [record], [1]).token_counts.item() for record in RECORDS]
