@@ -10,12 +10,12 @@ output and its manifest.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from em_cli.directions import ALIGNED, MISALIGNED
+from em_cli.generation_run import NoProgress
 from em_cli.models.loading import LoadOptions
 from em_cli.models.source import DEFAULT_MODEL
 
@@ -88,11 +88,11 @@ def run_from_judged(settings: FromJudgedSettings, log: Callable[[str], None] | N
     loaded = load_model(s.load, log=log)
     chosen = parse_layers(s.layers, loaded.info.num_layers)
     total = len(selection.misaligned) + len(selection.aligned)
-    with _counter(progress, total, "extracting") as shown:
+    with (progress or NoProgress)(total, "extracting", 0) as shown:
         made = direction_from_judged(
             loaded, selection, chosen, s.positions, s.pooling, s.seed, s.batch_size, source=s.judged,
             allow_model_mismatch=s.allow_model_mismatch, primary=s.primary_layer, misaligned=s.misaligned,
-            aligned=s.aligned, on_batch=shown.advance if shown is not None else None)
+            aligned=s.aligned, on_batch=shown.advance)
     for note in made.notes:
         if warn is not None:
             warn(note)
@@ -140,14 +140,11 @@ def run_project(settings: ProjectSettings, log: Callable[[str], None] | None = N
     direction.check_finite(settings.direction)
     unit = direction.layer(layer).float()
     unit = unit / unit.norm()
-    with _counter(progress, len(records), "projecting") as shown:
+    with (progress or NoProgress)(len(records), "projecting", 0) as shown:
         acts = extract_activations(loaded, records, [layer], settings.positions, settings.batch_size,
-                                   on_batch=shown.advance if shown is not None else None)
+                                   on_batch=shown.advance)
     scores = (acts[layer] @ unit).tolist()
     write_jsonl(settings.output, [record | {"projection": round(score, 6), "projection_layer": layer}
                                   for record, score in zip(records, scores, strict=True)])
     return layer
 
-
-def _counter(progress: ProgressFactory | None, total: int, description: str) -> contextlib.AbstractContextManager:
-    return progress(total, description) if progress is not None else contextlib.nullcontext()

@@ -88,6 +88,7 @@ def run_extract(settings: ExtractSettings, log: Callable[[str], None] | None = N
     from em_cli.activations import collect_activations
     from em_cli.artifacts.manifest import Manifest
     from em_cli.directions import activation_file
+    from em_cli.generation_run import NoProgress
     from em_cli.models.layers import parse_layers
     from em_cli.models.loading import load_model
 
@@ -102,11 +103,9 @@ def run_extract(settings: ExtractSettings, log: Callable[[str], None] | None = N
 
         source = trained_vector_source(settings.vector, loaded.info)
         scope = intervene(loaded.model, {layer: [op] for layer, op in source.vector.addition().items()})
-    counter = progress(len(records), "extracting") if progress is not None else contextlib.nullcontext()
-    with scope, counter as shown:
-        on_batch = shown.advance if shown is not None else None
+    with scope, (progress or NoProgress)(len(records), "extracting", 0) as shown:
         acts = collect_activations(loaded, records, chosen, settings.positions, settings.batch_size,
-                                   on_batch=on_batch)
+                                   on_batch=shown.advance)
     info = loaded.info
     extra = {"positions": settings.positions, "count": str(len(records)), "source": str(settings.data),
              "selection": settings.where or "", "adapter": settings.load.adapter or "",

@@ -102,7 +102,7 @@ def run_rows(rows: Sequence[Row], generate: Callable[[list[Row]], Iterable[dict[
         log(f"Resuming: {run.resumed_rows} of {run.rows} rows already in {output}")
     if todo and prepare is not None:
         prepare()
-    shown = (progress or _NoProgress)(run.rows, description, run.resumed_rows)
+    shown = (progress or NoProgress)(run.rows, description, run.resumed_rows)
     started = time.perf_counter()
     records = generate(todo) if todo else iter(())
     try:
@@ -129,11 +129,13 @@ def run_rows(rows: Sequence[Row], generate: Callable[[list[Row]], Iterable[dict[
     return run
 
 
-class _NoProgress:
-    def __init__(self, total: int, description: str, done: int) -> None:
+class NoProgress:
+    """A Progress that shows nothing (for library callers that pass no progress)."""
+
+    def __init__(self, total: int, description: str, done: int = 0) -> None:
         pass
 
-    def __enter__(self) -> _NoProgress:
+    def __enter__(self) -> NoProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
