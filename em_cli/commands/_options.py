@@ -151,15 +151,6 @@ ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="YAML file of options (same names as the flags); flags given explicitly win.")]
 
 
-def model_options(model: str, adapter: str | None, dtype: str, device: str, load_in_4bit: bool,
-                  require_chat: bool = True):
-    """The LoadOptions for the shared model flags (import kept local: it is a library type)."""
-    from em_cli.models.loading import LoadOptions
-
-    return LoadOptions(model=model, adapter=adapter, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
-                       require_chat=require_chat)
-
-
 def _as_flag_value(ctx: typer.Context, name: str, value: Any, config: Path) -> Any:
     """Convert and check a config value exactly as the flag's own value would be."""
     for param in ctx.command.params:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from em_cli.commands._options import BatchSizeOpt, SeedOpt, model_options, option_group, renamed
+from em_cli.commands._options import BatchSizeOpt, SeedOpt, option_group, renamed
 from em_cli.commands._output import out
 
 if TYPE_CHECKING:
@@ -67,9 +67,10 @@ def floats(text: str | None, flag: str) -> list[float] | None:
 def solutions_of(ctx: typer.Context, require_chat: bool, controls: int = 0) -> Solutions:
     """The solutions of the command line, on the base model of its model flags."""
     from em_cli.comparison.metric_runs import Solutions
+    from em_cli.models.loading import LoadOptions
 
     p = ctx.params
-    options = model_options(p["model"], None, p["dtype"], p["device"], p["load_in_4bit"], require_chat=require_chat)
+    options = LoadOptions.from_options(p, require_chat=require_chat)
     return Solutions(solution_specs(ctx), options, controls, p["seed"])
 
 
