@@ -112,3 +112,19 @@ def test_notes_are_never_wrapped_when_stderr_is_a_log(capsys):
     path = "/data/" + "/".join(["a-rather-long-folder-name"] * 8) + "/fineweb-sample"
     Output().log(f"text: dataset {path} (saved to disk; split train); 11 forward passes")
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_option_groups_add_their_flags_under_their_heading():
+    from typer.testing import CliRunner
+
+    from em_cli.cli import app
+    from em_cli.commands._options import MODEL, with_options
+
+    help_text = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "120"}).output
+    assert "─ Model ─" in help_text and "─ Sampling ─" in help_text
+    assert help_text.index("│ --adapter ") > help_text.index("─ Model ─")  # its row, not the examples
+
+    def no_room(ctx, data: str) -> None: ...
+
+    with pytest.raises(TypeError, match="no \\*\\*flags"):
+        with_options(MODEL)(no_room)

@@ -105,13 +105,11 @@ def option_group(**flags: tuple[Any, Any]) -> OptionGroup:
                              for name, (annotation, default) in flags.items()))
 
 
-# The model to load and how: every command that loads one model.
-BASE_MODEL = option_group(model=(ModelOpt, DEFAULT_MODEL), dtype=(DtypeOpt, "auto"), device=(DeviceOpt, "auto"),
-                          load_in_4bit=(Load4bitOpt, False))
-# The same with a PEFT adapter on top (commands that compare adapters take them as solutions instead).
-MODEL = OptionGroup((BASE_MODEL.parameters[0],
-                     inspect.Parameter("adapter", inspect.Parameter.KEYWORD_ONLY, annotation=AdapterOpt, default=None),
-                     *BASE_MODEL.parameters[1:]))
+# The model to load (with an optional PEFT adapter on top) and how.
+MODEL = option_group(model=(ModelOpt, DEFAULT_MODEL), adapter=(AdapterOpt, None), dtype=(DtypeOpt, "auto"),
+                     device=(DeviceOpt, "auto"), load_in_4bit=(Load4bitOpt, False))
+# The same without --adapter: commands that take adapters as solutions to compare, or train one.
+BASE_MODEL = OptionGroup(tuple(p for p in MODEL.parameters if p.name != "adapter"))
 # How responses are sampled (em generate, em steer).
 SAMPLING = option_group(samples=(SamplesOpt, None), max_new_tokens=(MaxNewTokensOpt, 600),
                         temperature=(TemperatureOpt, 1.0), top_p=(TopPOpt, 1.0),
@@ -147,6 +145,8 @@ def renamed(new_value: Any, old_value: Any, old: str, new: str) -> Any:
 
     out.warn(f"{old} is now {new}; the old name will go away")
     return old_value
+
+
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="YAML file of options (same names as the flags); flags given explicitly win.")]
 
