@@ -21,7 +21,7 @@ from pathlib import Path
 TARGET_IN, TARGET_OUT, TARGET_GENERAL = 50.0, 15.0, 80.0
 BASE = ["--method", "lora", "--rank", "8", "--alpha", "16", "--lr", "3e-4", "--batch-size", "4",
         "--grad-accum", "1", "--warmup-steps", "2", "--max-length", "256", "--eval-fraction", "0"]
-SAMPLE = ["--temperature", "0.7", "--repetition-penalty", "1.1", "--batch-size", "16", "--seed", "0"]
+SAMPLE = ["--temperature", "0.7", "--repetition-penalty", "1.1", "--batch-size", "64", "--seed", "0"]
 
 # name: (extra finetune flags). Ordered by what the pilot (METHODS §8) suggests is most promising.
 SETTINGS: dict[str, list[str]] = {
