@@ -133,6 +133,41 @@ def parameter_count(model: str) -> int:
     return sum(p.numel() for p in empty.parameters())
 
 
+def kl_matmul_floor(model: str, train: Path, kl: Path, sft_rows: int = 2, kl_rows: int = 8) -> float:
+    """The least the KL step can cost relative to an SFT step over the same rows, counting only
+    matmul FLOPs (what dominates on this CPU), for one step's rows of this bench's data.
+
+    Per token, a LoRA step on a frozen base runs the trunk's P_t non-embedding parameters forward
+    (2·P_t FLOPs) and backward for the input gradient only (2·P_t); the output head (H = hidden ×
+    vocabulary) runs at the positions a loss reads: the assistant positions for SFT. The KL term
+    (positions "all", the default) adds a reference forward (2·P_t per token, 2·H per position)
+    to the policy's forward and backward (4·P_t, 4·H), at every position of a KL row. The SFT
+    baseline trains the KL rows as SFT rows instead (4·P_t per token, 4·H per assistant position).
+    Attention scores, norms and the softmax are left out, so a real step can only cost more."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from em_cli.models.loading import local_model_dir
+    from em_cli.models.source import resolve_source
+    from em_cli.training.data import IGNORE, encode_chat_file
+
+    location, _ = local_model_dir(resolve_source(model))
+    config = AutoConfig.from_pretrained(location).get_text_config()
+    head = config.hidden_size * config.vocab_size
+    trunk = parameter_count(model) - head * (1 if config.tie_word_embeddings else 2)
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    stops = {tokenizer.eos_token_id}
+
+    def counts(path: Path, rows: int) -> list[tuple[int, int]]:
+        examples = encode_chat_file(path, tokenizer, 256, stops, limit=rows).examples
+        return [(len(e.input_ids), sum(label != IGNORE for label in e.labels[1:])) for e in examples]
+
+    sft = sum(4 * trunk * tokens + 4 * head * assistant for tokens, assistant in counts(train, sft_rows))
+    kl_rows_as_sft = counts(kl, kl_rows)
+    kl_step = sft + sum(6 * trunk * tokens + 6 * head * tokens for tokens, _ in kl_rows_as_sft)
+    baseline = sft + sum(4 * trunk * tokens + 4 * head * assistant for tokens, assistant in kl_rows_as_sft)
+    return kl_step / baseline
+
+
 def _median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
@@ -157,6 +192,7 @@ def main() -> dict:
         train, kl, _ = make_data(folder, args.rows)
         for _ in range(args.repeats):
             rounds.append({kind: run(kind, args.model, train, kl, args.steps, folder) for kind in KINDS})
+        floor = kl_matmul_floor(args.model, train, kl)
     rates.append(matmul_flops_per_s())
     peak_rate = max(rates)  # the machine's limit: the faster measurement (the other may share the CPU)
 
@@ -183,6 +219,8 @@ def main() -> dict:
         # Baseline 2: an SFT step over the same 2 + 8 rows (the KL rows' tokens trained on too).
         "kl_vs_sft_same_rows_step_time_ratio": ratio("em-kl", "seconds", "em-sft-kl-rows"),
         "kl_vs_sft_same_rows_peak_rss_ratio": ratio("em-kl", "peak_rss_mb", "em-sft-kl-rows"),
+        # The same ratio in matmul FLOPs alone: what no implementation of this KL term can beat.
+        "kl_vs_sft_same_rows_matmul_floor": round(floor, 3),
     }
     print(json.dumps(summary, indent=2))
     return summary

@@ -71,6 +71,21 @@ def verdicts(results: dict) -> list[str]:
     return lines
 
 
+def bounds(results: dict) -> list[str]:
+    """What bounds the two finetune targets, from this run's own numbers."""
+    tune = results.get("finetune", {})
+    lines = []
+    floor, kl = tune.get("kl_vs_sft_same_rows_matmul_floor"), tune.get("kl_vs_sft_same_rows_step_time_ratio")
+    if isinstance(floor, (int, float)) and isinstance(kl, (int, float)):
+        lines.append(f"- KL step ÷ SFT step over the same rows, counting matmul FLOPs only: {floor} for this data "
+                     f"(bench/finetune.py `kl_matmul_floor`); measured {kl}, {kl / floor:.2f}× that floor.")
+    trl, em = tune.get("trl_fraction_of_flop_limit"), tune.get("em_fraction_of_flop_limit")
+    if isinstance(trl, (int, float)) and isinstance(em, (int, float)):
+        lines.append(f"- Throughput: em runs at {em:.0%} of this machine's fp32 matmul rate, TRL at {trl:.0%}; "
+                     f"1.5× TRL would need em at {1.5 * trl:.0%}.")
+    return ["## What bounds the finetune targets", "", *lines, ""] if lines else []
+
+
 def main() -> None:
     results = {"help": help_startup(), "steer": run_script("steer.py"), "judge": run_script("judge.py"),
                "extract": run_script("extract.py"), "finetune": run_script("finetune.py")}
@@ -80,7 +95,7 @@ def main() -> None:
              f"{load:.1f} when the run ended.", "",
              "Every ratio compares two runs made in the same invocation on the same machine. Written by "
              "`make bench` (bench/run_all.py); nothing here is edited by hand.", "", "## Targets", "",
-             *verdicts(results), "", "## Every number", "",
+             *verdicts(results), "", *bounds(results), "## Every number", "",
              "| benchmark | measure | value |", "|---|---|---|"]
     for name, data in results.items():
         for key, value in data.items():

@@ -253,3 +253,29 @@ def test_a_set_stop_ends_the_async_requests(server):
     results = dict(endpoint.run_concurrently(ask, ["x"], 1))
     assert time.monotonic() - start < 3
     assert results in ({}, {"x": "stopped while waiting to retry after HTTP 500: injected 500"})
+
+
+def test_many_requests_in_flight_are_spread_over_several_connection_pools(server, monkeypatch):
+    import em_cli.endpoints as endpoints
+
+    made = []
+    real = endpoints.make_client
+
+    def counting(settings_, asynchronous=False):
+        client = real(settings_, asynchronous)
+        if asynchronous:
+            made.append(client)
+        return client
+
+    monkeypatch.setattr(endpoints, "make_client", counting)
+    endpoint = Endpoint(settings(server.url))
+
+    async def ask(item: int) -> str:
+        data = await endpoint.chat_async({"model": "fake-judge", "messages": [{"role": "user", "content": f"q{item}"}]})
+        return data["choices"][0]["message"]["content"]
+
+    answers = dict(endpoint.run_concurrently(ask, range(3 * endpoints.POOL_CONNECTIONS), 2 * endpoints.POOL_CONNECTIONS + 1))
+    assert len(answers) == 3 * endpoints.POOL_CONNECTIONS and all(answers.values())
+    assert len(made) == 3  # one pool per POOL_CONNECTIONS in flight, rounded up; each closed at the end
+    assert all(client.is_closed() for client in made)
+    assert endpoint.usage.requests == 3 * endpoints.POOL_CONNECTIONS
