@@ -7,6 +7,7 @@ beyond picking and rounding what the commands reported.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -99,7 +100,8 @@ def main(out: Path) -> None:
         lines += drift_lines(summary)
     sweep = Path(__file__).parent / "SWEEP.md"
     if sweep.exists():
-        lines += [f"Every KL setting tried for the narrow organism: [the sweep]({sweep.resolve()}).", ""]
+        link = os.path.relpath(sweep.resolve(), out.resolve())  # survives moving the checkout with its output
+        lines += [f"Every KL setting tried for the narrow organism: [the sweep]({link}).", ""]
     seeds = out / "seeds.md"
     if seeds.exists():
         lines += ["## Over seeds", "", *seeds.read_text().splitlines()[1:], ""]
