@@ -1,6 +1,7 @@
 """Means over seeds for the capitals demo: each run's caps in cooking and in the other domains,
 from the `em compare runs --json` summaries that `make demo` (seed 0) and `make demo-seeds`
-(other seeds) wrote, and the paper's three asymmetries per seed from each seed's
+(other seeds) wrote, the ablation of the capitals direction in each seed's general organism,
+and the paper's three asymmetries per seed from each seed's
 `compare/{efficiency,stability,kl}.json`. Prints Markdown.
 
 Usage: python seeds.py OUT [OUT/seed-1 OUT/seed-2 ...]
@@ -102,6 +103,29 @@ def asymmetry_lines(folders: list[Path]) -> list[str]:
     return lines if len(lines) > 5 else []
 
 
+def ablation_lines(folders: list[Path]) -> list[str]:
+    """Cooking caps of each seed's general organism, with the capitals direction ablated and with
+    a norm-matched random direction ablated (`ablate_summary.json`), over seeds."""
+    per_seed = []
+    for folder in folders:
+        path = folder / "ablate_summary.json"
+        if path.exists():
+            rows = json.loads(path.read_text())["rows"]
+            per_seed.append({(row["run"], row.get("setting")): row["metrics"]["caps"]["mean"] for row in rows
+                             if row["split"] == "in-domain" and "caps" in row["metrics"]})
+    if not per_seed:
+        return []
+    lines = ["", "Ablating the capitals direction (every layer) in each seed's general organism: caps in cooking "
+             "on the steering questions, mean with a 95% t interval across seeds:", "",
+             "| model | cooking caps | seeds |", "|---|---|---|"]
+    for label, key in (("general", ("general", None)), ("general, direction ablated", ("ablated", "ablate")),
+                       ("general, random direction ablated", ("ablated", "ablate-random0"))):
+        values = [seed[key] for seed in per_seed if key in seed]
+        if values:
+            lines.append(f"| {label} | {interval(values)} | {len(values)} |")
+    return lines
+
+
 def main(folders: list[Path]) -> None:
     found = [(folder, folder / "summary.json") for folder in folders if (folder / "summary.json").exists()]
     per_seed = [caps_by_run(summary) for _, summary in found]
@@ -119,6 +143,7 @@ def main(folders: list[Path]) -> None:
             cells.append(interval(values) if values else "–")
         count = sum(1 for seed in per_seed if any(key[0] == run for key in seed))
         lines.append(f"| {run} | " + " | ".join(cells) + f" | {count} |")
+    lines += ablation_lines([folder for folder, _ in found])
     lines += asymmetry_lines([folder for folder, _ in found])
     print("\n".join(lines))
 
