@@ -158,3 +158,6 @@ def test_the_judging_run_function_works_in_process(tmp_path):
     assert result.run.rows == 2 and result.run.builtin == 4 and result.pending == 0
     assert [r["caps"] for r in read_jsonl(tmp_path / "o.jsonl")] == [100.0, 0.0]
     assert result.to_dict()["judge"]["prompt_version"] == "em/1"
+    manifest = json.loads((tmp_path / "o.jsonl.manifest.json").read_text())  # the run writes its own
+    assert manifest["command"] == "judge score" and manifest["options"]["metrics"] == ["caps,length"]
+    assert manifest["results"]["builtin"] == 4 and manifest["inputs"][0]["path"] == str(source)

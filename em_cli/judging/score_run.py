@@ -47,6 +47,8 @@ class JudgeSettings:
     strict: bool = False
     dtype: str = "auto"
     device: str = "auto"
+    price_in: float | None = None  # USD per million prompt tokens, for the cost in the results
+    price_out: float | None = None  # USD per million completion tokens
 
     @property
     def hf(self) -> bool:
@@ -82,10 +84,15 @@ class JudgeResult:
     judge: dict[str, Any]
     batch: dict[str, Any] | None = None
     pending: int = 0  # judgements that were still to make when the run started
+    prices: tuple[float | None, float | None] = (None, None)  # per million prompt / completion tokens
 
-    def to_dict(self, price_in: float | None = None, price_out: float | None = None) -> dict[str, Any]:
-        return {**self.run.to_dict(), "usage": self.usage.to_dict(price_in, price_out), "judge": self.judge,
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's `results`."""
+        return {**self.run.to_dict(), "usage": self.usage.to_dict(*self.prices), "judge": self.judge,
                 "batch": self.batch}
+
+    def describe_usage(self) -> str:
+        return self.usage.describe(*self.prices)
 
 
 @dataclass
@@ -98,15 +105,28 @@ class Hooks:
 
 
 def score_responses(settings: JudgeSettings, hooks: Hooks | None = None) -> JudgeResult:
-    """Judge `settings.responses` into `settings.output` and return what was done. Raises
-    UsageError / DataError before anything is judged, JudgeAbort when the judge cannot work."""
+    """Judge `settings.responses` into `settings.output`, write the manifest beside it, and
+    return what was done. Raises UsageError / DataError before anything is judged, JudgeAbort
+    when the judge cannot work."""
+    from dataclasses import asdict
+
+    from em_cli.artifacts.manifest import Manifest
+
+    manifest = Manifest(command="judge score", options=asdict(settings),
+                        inputs=[p for p in (settings.responses, settings.questions, settings.prompts) if p])
+    result = _score(settings, hooks or Hooks())
+    manifest.results = result.to_dict()
+    manifest.write_beside(settings.output)
+    return result
+
+
+def _score(settings: JudgeSettings, hooks: Hooks) -> JudgeResult:
     import contextlib
 
     from em_cli.judging.cache import JudgeCache, default_cache_dir
     from em_cli.judging.prompts import load_judge_prompts
     from em_cli.judging.runner import judge_rows, parse_metrics, pending, pending_prompts, plan_rows
 
-    hooks = hooks or Hooks()
     settings.check()
     prompt_set = load_judge_prompts(settings.prompts)
     plan = plan_rows(settings.responses, parse_metrics(settings.metrics), prompt_set, settings.questions,
@@ -148,7 +168,8 @@ def score_responses(settings: JudgeSettings, hooks: Hooks | None = None) -> Judg
              "mode": "exact" if settings.hf else settings.mode, "modes": dict(run.modes),
              "base_url": None if settings.hf else endpoint.resolved_base_url(), "prompt_version": prompt_set.version,
              "question_sets": plan.question_sets, "fallback_from": plan.fallback}
-    return JudgeResult(run=run, usage=usage, plan=plan, judge=judge, batch=batch, pending=todo)
+    return JudgeResult(run=run, usage=usage, plan=plan, judge=judge, batch=batch, pending=todo,
+                       prices=(settings.price_in, settings.price_out))
 
 
 def _judge_factory(settings: JudgeSettings, endpoint: EndpointSettings, cache: Any, usage: Usage,

@@ -91,22 +91,17 @@ def score(
           --judge-model Qwen/Qwen2.5-7B-Instruct -o judged.jsonl
     """
     params = apply_config(ctx, config)
-    from em_cli.artifacts.manifest import Manifest
     from em_cli.errors import EmError, UsageError
     from em_cli.judging.score_run import Hooks, JudgeSettings, score_responses
 
-    output, price_in, price_out = params["output"], params["price_in"], params["price_out"]
+    output = params["output"]
     if params["json_"] and output == "-":
         raise UsageError("--json prints a run summary on stdout, where the records already go",
                          hint="write the records to a file with -o")
     settings = JudgeSettings(**{name: params[name] for name in JudgeSettings.__dataclass_fields__})
-    manifest = Manifest(command="judge score", options=params,
-                        inputs=[p for p in (params["responses"], params["questions"], params["prompts"]) if p])
     result = score_responses(settings, Hooks(log=out.log, warn=out.warn,
                                              progress=lambda todo: RowProgress(todo, "judging")))
-    manifest.results = result.to_dict(price_in, price_out)
-    manifest.write_beside(output)
-    run, usage = result.run, result.usage
+    run = result.run
     common = run.common_failure()
     if common is not None:
         raise EmError(f"all {run.failed} judge requests failed: {common}",
@@ -115,10 +110,10 @@ def score(
     out.log(f"{run.rows} rows, {run.judgements} scores ({modes}): {run.judged - run.failed} judged now, "
             f"{run.reused} kept from an earlier run, {run.builtin} built-in; {run.nulls} null, {run.failed} failed"
             + (f" → {output}" if output != "-" else ""))
-    if run.judged or usage.cache_hits:
-        out.log(f"Judge {result.judge['model']} ({result.judge['backend']}): {usage.describe(price_in, price_out)}")
+    if run.judged or result.usage.cache_hits:
+        out.log(f"Judge {result.judge['model']} ({result.judge['backend']}): {result.describe_usage()}")
     if params["json_"]:
-        out.json({**manifest.results, "output": output})
+        out.json({**result.to_dict(), "output": output})
     if run.failed_rows:
         raise EmError(f"{run.failed_rows} of {run.rows} rows failed to judge ({run.failed} scores; see "
                       "judge.<metric>.error in the output)", hint="re-run the same command to retry only those")
