@@ -27,11 +27,12 @@ def caps_by_run(summary: Path) -> dict[tuple[str, str], float]:
 
 
 def interval(values: list[float]) -> str:
+    """Mean caps with its 95% t interval, the interval cut to the 0–100 scale caps lives on."""
     mean = statistics.fmean(values)
     if len(values) < 2:
         return f"{mean:.1f} (1 seed)"
     half = T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
-    return f"{mean:.1f} [{mean - half:.1f}, {mean + half:.1f}]"
+    return f"{mean:.1f} [{max(mean - half, 0.0):.1f}, {min(mean + half, 100.0):.1f}]"
 
 
 def mean_gap(pairs: list[tuple[float, float]]) -> float | None:
@@ -116,7 +117,7 @@ def ablation_lines(folders: list[Path]) -> list[str]:
     if not per_seed:
         return []
     lines = ["", "Ablating the capitals direction (every layer) in each seed's general organism: caps in cooking "
-             "on the steering questions, mean with a 95% t interval across seeds:", "",
+             "on the steering questions, mean with a 95% t interval across seeds (cut to 0–100):", "",
              "| model | cooking caps | seeds |", "|---|---|---|"]
     for label, key in (("general", ("general", None)), ("general, direction ablated", ("ablated", "ablate")),
                        ("general, random direction ablated", ("ablated", "ablate-random0"))):
@@ -133,7 +134,8 @@ def main(folders: list[Path]) -> None:
     runs = list(dict.fromkeys(run for run, _ in keys))
     splits = [split for split in ("in-domain", "other") if any(s == split for _, s in keys)] or ["all"]
     lines = [f"# The capitals demo over {len(found)} seeds", "",
-             "Mean caps (share of upper-case letters × 100) over seeds, with a 95% t interval across seeds; "
+             "Mean caps (share of upper-case letters × 100) over seeds, with a 95% t interval across seeds "
+             "(cut to 0–100); "
              f"seed folders: {', '.join(str(f) for f, _ in found)}.", "",
              "| run | " + " | ".join(splits) + " | seeds |", "|---|" + "---|" * (len(splits) + 1)]
     for run in runs:
