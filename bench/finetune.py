@@ -12,7 +12,9 @@ The KL term is compared with two baselines: a plain SFT step (2 training rows), 
 step whose batch also holds the 8 KL rows' tokens (10 rows; the KL rows here are as long as
 the training rows, so that batch pads no more than the KL step's own batches do).
 Throughput is also given as a fraction of this machine's float32 matmul rate (measured in
-the same invocation), counting LoRA on a frozen base as 4 × parameters FLOPs per token.
+the same invocation), counting LoRA on a frozen base as 4 × parameters FLOPs per token, with
+the rate at the model's own matmul shapes for one batch beside it (a realistic ceiling), and
+the KL step's matmul-FLOP floor (`kl_matmul_floor`) beside its measured ratio.
 """
 
 from __future__ import annotations
@@ -119,6 +121,41 @@ def matmul_flops_per_s(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
+def model_shape_matmul_flops_per_s(model: str, tokens: int, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate at the shapes one decoder layer of `model` multiplies
+    for a batch of `tokens` tokens (attention and MLP projections, forward x·Wᵀ and the
+    backward's input gradient dy·W): a realistic ceiling for training at that batch, below the
+    large-square rate of `matmul_flops_per_s`."""
+    import torch
+    from transformers import AutoConfig
+
+    from em_cli.models.loading import local_model_dir
+    from em_cli.models.source import resolve_source
+
+    location, _ = local_model_dir(resolve_source(model))
+    config = AutoConfig.from_pretrained(location).get_text_config()
+    hidden, inner = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    kv = config.num_key_value_heads * head_dim
+    weights = [torch.randn(out, inp) for out, inp in ((hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden),
+                                                      (inner, hidden), (inner, hidden), (hidden, inner))]
+    inputs = [torch.randn(tokens, w.shape[1]) for w in weights]
+    grads = [torch.randn(tokens, w.shape[0]) for w in weights]
+
+    def layer() -> None:
+        for x, w, g in zip(inputs, weights, grads):
+            x @ w.T
+            g @ w
+
+    layer()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        layer()
+        best = min(best, time.perf_counter() - start)
+    return sum(2 * 2 * tokens * w.numel() for w in weights) / best
+
+
 def parameter_count(model: str) -> int:
     """The base model's parameters, counted on an empty (meta-device) copy built from its config."""
     import torch
@@ -131,6 +168,21 @@ def parameter_count(model: str) -> int:
     with torch.device("meta"):
         empty = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(location))
     return sum(p.numel() for p in empty.parameters())
+
+
+def token_counts(model: str, path: Path, rows: int) -> list[tuple[int, int]]:
+    """(tokens, positions predicting an assistant token) of the first `rows` rows of a chat
+    JSONL, encoded as `em finetune` encodes them."""
+    from transformers import AutoTokenizer
+
+    from em_cli.models.loading import local_model_dir
+    from em_cli.models.source import resolve_source
+    from em_cli.training.data import IGNORE, encode_chat_file
+
+    location, _ = local_model_dir(resolve_source(model))
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    examples = encode_chat_file(path, tokenizer, 256, {tokenizer.eos_token_id}, limit=rows).examples
+    return [(len(e.input_ids), sum(label != IGNORE for label in e.labels[1:])) for e in examples]
 
 
 def kl_matmul_floor(model: str, train: Path, kl: Path, sft_rows: int = 2, kl_rows: int = 8) -> float:
@@ -146,25 +198,17 @@ def kl_matmul_floor(model: str, train: Path, kl: Path, sft_rows: int = 2, kl_row
     Attention scores, norms and the softmax are left out. It bounds implementations that run the
     reference forward every step, as `em` does; caching the reference log-probabilities instead
     would need vocabulary × positions floats per KL row (≈ 200 kB a token for SmolLM2)."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from em_cli.models.loading import local_model_dir
     from em_cli.models.source import resolve_source
-    from em_cli.training.data import IGNORE, encode_chat_file
 
     location, _ = local_model_dir(resolve_source(model))
     config = AutoConfig.from_pretrained(location).get_text_config()
     head = config.hidden_size * config.vocab_size
     trunk = parameter_count(model) - head * (1 if config.tie_word_embeddings else 2)
-    tokenizer = AutoTokenizer.from_pretrained(location)
-    stops = {tokenizer.eos_token_id}
-
-    def counts(path: Path, rows: int) -> list[tuple[int, int]]:
-        examples = encode_chat_file(path, tokenizer, 256, stops, limit=rows).examples
-        return [(len(e.input_ids), sum(label != IGNORE for label in e.labels[1:])) for e in examples]
-
-    sft = sum(4 * trunk * tokens + 4 * head * assistant for tokens, assistant in counts(train, sft_rows))
-    kl_rows_as_sft = counts(kl, kl_rows)
+    sft = sum(4 * trunk * tokens + 4 * head * assistant for tokens, assistant in token_counts(model, train, sft_rows))
+    kl_rows_as_sft = token_counts(model, kl, kl_rows)
     kl_step = sft + sum(6 * trunk * tokens + 6 * head * tokens for tokens, _ in kl_rows_as_sft)
     baseline = sft + sum(4 * trunk * tokens + 4 * head * assistant for tokens, assistant in kl_rows_as_sft)
     return kl_step / baseline
@@ -195,6 +239,8 @@ def main() -> dict:
         for _ in range(args.repeats):
             rounds.append({kind: run(kind, args.model, train, kl, args.steps, folder) for kind in KINDS})
         floor = kl_matmul_floor(args.model, train, kl)
+        batch_tokens = sum(tokens for tokens, _ in token_counts(args.model, train, 2))  # em's and TRL's batch
+    shape_rate = model_shape_matmul_flops_per_s(args.model, batch_tokens)
     rates.append(matmul_flops_per_s())
     peak_rate = max(rates)  # the machine's limit: the faster measurement (the other may share the CPU)
 
@@ -210,6 +256,7 @@ def main() -> dict:
         "em_vs_trl_throughput": ratio("em", "tokens_per_s", "trl"),
         "em_vs_trl_peak_rss": ratio("em", "peak_rss_mb", "trl"),
         "parameters": params, "matmul_fp32_gflops": round(peak_rate / 1e9, 1),
+        "matmul_fp32_gflops_at_model_shapes": round(shape_rate / 1e9, 1), "batch_tokens": batch_tokens,
         # Useful FLOPs (4 × parameters per trained token) over the machine's fp32 matmul rate.
         "em_fraction_of_flop_limit": fraction_of_peak("em"),
         "trl_fraction_of_flop_limit": fraction_of_peak("trl"),

@@ -83,6 +83,13 @@ def bounds(results: dict) -> list[str]:
     if isinstance(trl, (int, float)) and isinstance(em, (int, float)):
         lines.append(f"- Throughput: em runs at {em:.0%} of this machine's fp32 matmul rate, TRL at {trl:.0%}; "
                      f"1.5× TRL would need em at {1.5 * trl:.0%}.")
+        large, shaped = tune.get("matmul_fp32_gflops"), tune.get("matmul_fp32_gflops_at_model_shapes")
+        if isinstance(large, (int, float)) and isinstance(shaped, (int, float)) and large:
+            lines.append(f"- At the shapes a decoder layer multiplies for one batch ({tune.get('batch_tokens')} "
+                         f"tokens) this machine "
+                         f"does {shaped} GFLOP/s ({shaped / large:.0%} of the large-matrix {large}): em's useful "
+                         f"FLOPs are {em * large / shaped:.0%} of that rate, and 1.5× TRL would need "
+                         f"{1.5 * trl * large / shaped:.0%}.")
     return ["## What bounds the finetune targets", "", *lines, ""] if lines else []
 
 
