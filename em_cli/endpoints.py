@@ -12,14 +12,18 @@ calls cost.
 Many requests at once (`Endpoint.run_concurrently`) go through one asyncio event loop in
 the calling thread, at most `concurrency` in flight: a thread per request spent much of its
 time handing the interpreter lock around, which made 32 requests in flight barely faster
-than 8. Requests go in turn to ⌈concurrency / POOL_CONNECTIONS⌉ clients, each with its own
-connection pool: the HTTP client scans its whole pool for every request it sends, so one pool
-of 64 connections costs as much CPU per request as the rest of the request does.
+than 8. Requests go in turn to ⌈concurrency / POOL_CONNECTIONS⌉ HTTP clients, each with its
+own connection pool: the HTTP client scans its whole pool for every request it sends, so one
+pool of 64 connections costs as much CPU per request as the rest of the request does. On that
+path a request is a plain POST through the SDK's own HTTP client class, with the SDK's headers,
+its JSON parsed here (`_ChatPoster`): the SDK's typed request and response objects cost more CPU
+than the HTTP exchange itself, and CPU per request is what limits many requests in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -131,11 +135,13 @@ class EndpointSettings:
         return (self.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
 
 
-def make_client(settings: EndpointSettings, asynchronous: bool = False) -> Any:
+def make_client(settings: EndpointSettings, asynchronous: bool = False, http_client: Any = None) -> Any:
     """An OpenAI (or Azure OpenAI) client — `openai.AsyncOpenAI` when `asynchronous` — with the
-    client's own retries off (`Endpoint` retries). A missing key is refused here, before any
-    work, when the endpoint is OpenAI's."""
+    client's own retries off (`Endpoint` retries), on `http_client` when given. A missing key is
+    refused here, before any work, when the endpoint is OpenAI's."""
     import openai
+
+    http = {} if http_client is None else {"http_client": http_client}
 
     if settings.azure:
         key_env = "AZURE_OPENAI_API_KEY" if settings.api_key_env == "OPENAI_API_KEY" else settings.api_key_env
@@ -147,7 +153,7 @@ def make_client(settings: EndpointSettings, asynchronous: bool = False) -> Any:
         version = os.environ.get("OPENAI_API_VERSION") or "2024-10-21"
         azure = openai.AsyncAzureOpenAI if asynchronous else openai.AzureOpenAI
         return azure(azure_endpoint=endpoint, api_key=key, api_version=version, timeout=settings.timeout,
-                     max_retries=0)
+                     max_retries=0, **http)
     base_url = settings.resolved_base_url()
     key = os.environ.get(settings.api_key_env)
     if not key:
@@ -157,7 +163,7 @@ def make_client(settings: EndpointSettings, asynchronous: bool = False) -> Any:
                                   "or use a local endpoint (--base-url, e.g. from `em serve`)")
         key = "none"  # local servers accept any key
     plain = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-    return plain(base_url=base_url, api_key=key, timeout=settings.timeout, max_retries=0)
+    return plain(base_url=base_url, api_key=key, timeout=settings.timeout, max_retries=0, **http)
 
 
 @dataclass(frozen=True)
@@ -172,19 +178,17 @@ class Endpoint:
     """One OpenAI-compatible endpoint: `chat(params)` → the completion as a dict, with retries;
     `chat_async` the same inside `run_concurrently`.
 
-    `client` replaces the synchronous client (tests pass fakes); without an `async_client` to
-    go with it, `chat_async` then calls `chat` in a worker thread."""
+    `client` replaces the synchronous client (tests pass fakes); `chat_async` then calls `chat`
+    in a worker thread."""
 
     def __init__(self, settings: EndpointSettings, usage: Usage | None = None,
-                 stop: threading.Event | None = None, client: Any = None, async_client: Any = None) -> None:
+                 stop: threading.Event | None = None, client: Any = None) -> None:
         self.settings = settings
         self.usage = usage or Usage()
         self.stop = stop or threading.Event()
         self.client = client or make_client(settings)
         self._custom_client = client is not None
-        self._given_async = async_client  # a test's fake: used alone, never closed here
-        self._async_clients: list[Any] = []
-        self._pools = 1  # async clients to spread requests over (set by run_concurrently)
+        self._posters: list[_ChatPoster] = []  # one per connection pool (made by run_concurrently)
         self._sent = 0
         self.base_url = settings.resolved_base_url()
         self.backend = "azure" if settings.azure else "openai"
@@ -227,18 +231,14 @@ class Endpoint:
 
     async def chat_async(self, params: dict[str, Any]) -> dict[str, Any]:
         """`chat` for the event loop of `run_concurrently`: the same retries, waits and usage."""
-        if self._custom_client and self._given_async is None:
+        if self._custom_client:
             return await asyncio.to_thread(self.chat, params)
-        client = self._next_async_client()
+        poster = self._next_poster()
         attempt = 0
         while True:
             self._starting()
             try:
-                # A plain POST of the parameters, its JSON parsed here: the typed route's checks of
-                # the parameters and its response objects cost more CPU than the rest of a request
-                # (and CPU per request is what limits many requests in flight).
-                text = await client.post("/chat/completions", body=params, cast_to=str)
-                return self._answered(json.loads(text))
+                return self._answered(await poster.post(params))
             except Exception as exc:  # noqa: BLE001 - sorted into retry / fail / abort by _retry_wait
                 wait, message = self._retry_wait(exc, attempt)
             attempt += 1
@@ -267,7 +267,8 @@ class Endpoint:
                              hint="call this from a worker thread, e.g. `await asyncio.to_thread(...)`")
         stops = [self.stop] + ([stop] if stop is not None else [])
         batch = _Batch(work, items, max(1, concurrency), stops)
-        self._pools = -(-max(1, concurrency) // POOL_CONNECTIONS)
+        if not self._custom_client:  # the clients are made here, not on the loop while requests wait
+            self._posters = _ChatPoster.several(self.settings, -(-max(1, concurrency) // POOL_CONNECTIONS))
         loop = asyncio.new_event_loop()
         try:
             feeder = loop.create_task(batch.feed())
@@ -289,19 +290,15 @@ class Endpoint:
 
     async def aclose(self) -> None:
         """Close the async clients (inside the loop that used them)."""
-        clients, self._async_clients = self._async_clients, []
-        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+        posters, self._posters = self._posters, []
+        await asyncio.gather(*(poster.close() for poster in posters), return_exceptions=True)
 
-    def _next_async_client(self) -> Any:
-        """The async clients in turn, making up to `self._pools` of them (or the one a test gave)."""
-        if self._given_async is not None:
-            return self._given_async
-        turn = self._sent % self._pools
+    def _next_poster(self) -> _ChatPoster:
+        """The connection pools in turn (one made here if `run_concurrently` made none)."""
+        if not self._posters:
+            self._posters = _ChatPoster.several(self.settings, 1)
         self._sent += 1
-        if turn >= len(self._async_clients):
-            self._async_clients.append(make_client(self.settings, asynchronous=True))
-            turn = len(self._async_clients) - 1
-        return self._async_clients[turn]
+        return self._posters[self._sent % len(self._posters)]
 
     def _starting(self) -> None:
         if self.stop.is_set():
@@ -331,6 +328,72 @@ class Endpoint:
         log.debug("retrying in %.2fs after %s", wait, message)
         self.usage.add(retries=1)
         return wait, message
+
+
+class _ChatPoster:
+    """Chat completions POSTed on one connection pool of the event loop's path, the reply's JSON
+    parsed here; failures raised as the SDK's own exceptions, so `classify_error` and
+    `_retry_after` treat them as on the synchronous path.
+
+    A plain endpoint gets the POST straight through the SDK's HTTP client class
+    (`openai.DefaultAsyncHttpxClient`) with the headers the SDK would send; Azure, whose URLs
+    and query the SDK builds per deployment, goes through the SDK's own `post`."""
+
+    def __init__(self, settings: EndpointSettings, ssl_context: Any) -> None:
+        import openai
+
+        http = openai.DefaultAsyncHttpxClient(verify=ssl_context) if ssl_context is not None else None
+        self.sdk = make_client(settings, asynchronous=True, http_client=http)
+        self.http = None if settings.azure else http
+        self.library = _http_library()
+        if self.http is not None:
+            self.url = str(self.sdk.base_url).rstrip("/") + "/chat/completions"
+            headers = {name: value for name, value in self.sdk.default_headers.items() if isinstance(value, str)}
+            self.headers = {**headers, "Authorization": f"Bearer {self.sdk.api_key}"}
+            self.timeout = settings.timeout
+
+    @classmethod
+    def several(cls, settings: EndpointSettings, count: int) -> list[_ChatPoster]:
+        """`count` pools sharing one TLS context (making one per client costs 40 ms each)."""
+        make_context = getattr(_http_library(), "create_ssl_context", None)
+        context = make_context() if make_context is not None else None
+        return [cls(settings, context) for _ in range(count)]
+
+    async def post(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.http is None:
+            return json.loads(await self.sdk.post("/chat/completions", body=params, cast_to=str))
+        import openai
+
+        library = self.library
+        try:
+            response = await self.http.post(self.url, content=json.dumps(params).encode(), headers=self.headers,
+                                            timeout=self.timeout)
+        except library.TimeoutException as exc:
+            raise openai.APITimeoutError(request=exc.request) from exc
+        except library.TransportError as exc:
+            raise openai.APIConnectionError(request=exc.request) from exc
+        if response.status_code >= 400:
+            try:
+                body: Any = json.loads(response.content)
+            except ValueError:
+                body = response.text
+            error = body.get("error", body) if isinstance(body, dict) else body
+            raise openai.APIStatusError(f"Error code: {response.status_code} - {body}", response=response,
+                                        body=error)
+        return json.loads(response.content)
+
+    async def close(self) -> None:
+        await self.sdk.close()
+
+
+@functools.cache
+def _http_library() -> Any:
+    """The HTTP library the OpenAI SDK is built on (httpx; httpx2 from openai 3 on)."""
+    import importlib
+
+    import openai
+
+    return importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.partition(".")[0])
 
 
 class _Batch:

@@ -38,6 +38,7 @@ class FakeJudgeServer:
         self.release = threading.Event()
         self.lock = threading.Lock()
         self.arrivals: list[tuple[str, float]] = []
+        self.headers: list[dict[str, str]] = []  # each POST's request headers
         self.in_flight = 0
         self.most_in_flight = 0
         server = self
@@ -56,6 +57,7 @@ class FakeJudgeServer:
                 content = body["messages"][-1]["content"]
                 with server.lock:
                     server.arrivals.append((content, time.monotonic()))
+                    server.headers.append(dict(self.headers.items()))
                     fault = server.faults.get(content, [])
                     status, headers = fault.pop(0) if fault else (200, {})
                     server.in_flight += 1
@@ -261,8 +263,8 @@ def test_many_requests_in_flight_are_spread_over_several_connection_pools(server
     made = []
     real = endpoints.make_client
 
-    def counting(settings_, asynchronous=False):
-        client = real(settings_, asynchronous)
+    def counting(settings_, asynchronous=False, **kwargs):
+        client = real(settings_, asynchronous, **kwargs)
         if asynchronous:
             made.append(client)
         return client
@@ -279,3 +281,55 @@ def test_many_requests_in_flight_are_spread_over_several_connection_pools(server
     assert len(made) == 3  # one pool per POOL_CONNECTIONS in flight, rounded up; each closed at the end
     assert all(client.is_closed() for client in made)
     assert endpoint.usage.requests == 3 * endpoints.POOL_CONNECTIONS
+
+
+def ask_all(endpoint: Endpoint, contents: list[str], concurrency: int = 4) -> dict[str, object]:
+    """Each content's answer text through the event loop's path, or its RequestFailed message."""
+
+    async def ask(content: str) -> object:
+        try:
+            data = await endpoint.chat_async({"model": "fake-judge", "messages": [{"role": "user", "content": content}]})
+        except RequestFailed as exc:
+            return f"failed: {exc}"
+        return data["choices"][0]["message"]["content"]
+
+    return dict(endpoint.run_concurrently(ask, contents, concurrency))
+
+
+def test_the_event_loop_path_sends_the_key_and_the_sdk_headers(server, monkeypatch):
+    monkeypatch.setenv("EM_TEST_JUDGE_KEY", "sk-test-123")
+    endpoint = Endpoint(EndpointSettings(model="fake-judge", base_url=server.url, api_key_env="EM_TEST_JUDGE_KEY"))
+    answers = ask_all(endpoint, ["a", "b"])
+    assert all(isinstance(text, str) and text.isdigit() for text in answers.values())
+    sent = {name.lower(): value for name, value in server.headers[-1].items()}
+    assert sent["authorization"] == "Bearer sk-test-123"
+    assert sent["content-type"] == "application/json"
+    assert "openai" in sent["user-agent"].lower()  # the SDK's own headers go along
+    assert (endpoint.usage.requests, endpoint.usage.prompt_tokens) == (2, 40)
+
+
+def test_the_event_loop_path_sorts_failures_as_the_synchronous_one_does(server):
+    server.faults["bad"] = [(400, {})]
+    server.faults["flaky"] = [(503, {}), (502, {})]
+    endpoint = Endpoint(settings(server.url))
+    answers = ask_all(endpoint, ["bad", "flaky", "fine"])
+    assert answers["bad"] == "failed: HTTP 400: injected 400"  # the server's own words, not retried
+    assert answers["flaky"].isdigit() and answers["fine"].isdigit()
+    assert (endpoint.usage.requests, endpoint.usage.retries) == (5, 2)
+
+    server.faults["x"] = [(401, {})]
+    with pytest.raises(EndpointAbort, match="refused|401") as caught:
+        ask_all(Endpoint(settings(server.url)), ["x"])
+    assert "API key" in caught.value.hint
+
+
+def test_an_unreachable_endpoint_is_retried_then_fails_as_a_connection_error():
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = "http://127.0.0.1:%d/v1" % probe.getsockname()[1]
+    endpoint = Endpoint(settings(url, max_retries=2))
+    answers = ask_all(endpoint, ["a"])
+    assert answers["a"].startswith("failed: connection error") and "after 3 attempts" in answers["a"]
+    assert endpoint.usage.retries == 2
