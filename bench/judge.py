@@ -10,7 +10,10 @@ used is shown beside it (the server's is not counted); the first request of a
 run (the probe that settles the scoring mode) is alone in flight, so the best reachable is
 waves / (waves + 1). A last run over the largest level's rows, from that level's cache, must
 make one request only: the probe that checks which model answers (a swapped model behind the
-same name is asked afresh rather than served from the cache). The table goes to stderr; the JSON results to stdout (for
+same name is asked afresh rather than served from the cache). Every level runs `--rounds`
+times, the levels in turn within each round (so a machine that slows down during the run
+touches every level alike), each time with a fresh cache, and a level's efficiency is the
+median over its rounds. The table goes to stderr; the JSON results to stdout (for
 bench/run_all.py).
 
 What limits a level is the CPU each request costs `em` and its HTTP client: at a latency L
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -147,6 +151,7 @@ def main() -> dict:
                         help="seconds the fake judge takes per request (a hosted judge's one-token answer takes "
                              "0.3-1 s)")
     parser.add_argument("--concurrency", default="1,8,32,64", help="levels to compare")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every level (the median is reported)")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     rows_of = {level: math.ceil(args.waves * level / 2) for level in levels}  # two metrics per row
@@ -156,19 +161,27 @@ def main() -> dict:
     write_jsonl(responses, [{"id": f"q{i % 8}/0/{i}", "question_id": f"q{i % 8}", "question": f"Question {i % 8}?",
                              "response": f"Response number {i}, a few sentences long. " * 3}
                             for i in range(max(rows_of.values()))])
-    results = []
+    rounds: dict[int, list[dict]] = {level: [] for level in levels}
     try:
-        for level in levels:
-            measured = run(server, responses, work / f"out-{level}.jsonl", work / f"cache-{level}", level,
-                           rows_of[level])
-            ideal = measured["server_requests"] * args.latency / level
-            results.append({"run": f"concurrency {level}", "concurrency": level, **measured,
-                            "ideal_s": round(ideal, 3), "efficiency": round(ideal / measured["wall_s"], 3)})
+        for round_ in range(args.rounds):
+            for level in levels:
+                measured = run(server, responses, work / f"out-{level}-{round_}.jsonl",
+                               work / f"cache-{level}-{round_}", level, rows_of[level])
+                ideal = measured["server_requests"] * args.latency / level
+                rounds[level].append({**measured, "ideal_s": round(ideal, 3),
+                                      "efficiency": round(ideal / measured["wall_s"], 3)})
         largest = max(levels)
-        cached = run(server, responses, work / "out-cached.jsonl", work / f"cache-{largest}", largest,
+        cached = run(server, responses, work / "out-cached.jsonl", work / f"cache-{largest}-0", largest,
                      rows_of[largest])
     finally:
         server.close()
+    results = []
+    for level in levels:  # the round of median efficiency stands for the level
+        ranked = sorted(rounds[level], key=lambda r: r["efficiency"])
+        middle = ranked[(len(ranked) - 1) // 2]
+        results.append({"run": f"concurrency {level}", "concurrency": level, **middle,
+                        "efficiency": round(statistics.median(r["efficiency"] for r in ranked), 3),
+                        "efficiency_range": [ranked[0]["efficiency"], ranked[-1]["efficiency"]]})
     results.append({"run": f"cached re-run (cache of concurrency {largest})", "concurrency": largest, **cached,
                     "ideal_s": 0.0, "efficiency": None})
     serial = next((r for r in results if r["concurrency"] == 1), None)
@@ -177,16 +190,19 @@ def main() -> dict:
                                                    / serial["judgements"], 1) if serial else None)
 
     header = f"{'run':<40} {'judged':>6} {'requests':>8} {'cache hits':>10} {'wall s':>8} {'ideal s':>8} " \
-             f"{'efficiency':>10} {'speedup':>8} {'em cpu s':>8}"
+             f"{'efficiency':>10} {'range':>11} {'speedup':>8} {'em cpu s':>8}"
     lines = [f"Judging {args.waves} judgements per request slot, fake judge latency {args.latency * 1000:.0f} ms",
              header, "-" * len(header)]
     for r in results:
         efficiency = "-" if r["efficiency"] is None else f"{r['efficiency']:.0%}"
         speedup = "-" if r["speedup_vs_one_at_a_time"] is None else f"{r['speedup_vs_one_at_a_time']}x"
+        low_high = r.get("efficiency_range")
+        spread = f"{low_high[0]:.0%}-{low_high[1]:.0%}" if low_high else "-"
         lines.append(f"{r['run']:<40} {r['judgements']:>6} {r['server_requests']:>8} {r['cache_hits']:>10} "
-                     f"{r['wall_s']:>8.2f} {r['ideal_s']:>8.2f} {efficiency:>10} {speedup:>8} {r['cpu_s']:>8.2f}")
+                     f"{r['wall_s']:>8.2f} {r['ideal_s']:>8.2f} {efficiency:>10} {spread:>11} {speedup:>8} {r['cpu_s']:>8.2f}")
     print("\n".join(lines), file=sys.stderr)
-    summary: dict = {"benchmark": "judge", "judgements_per_slot": args.waves, "latency_s": args.latency}
+    summary: dict = {"benchmark": "judge", "judgements_per_slot": args.waves, "latency_s": args.latency,
+                     "rounds": args.rounds}
     for r in results:
         tag = "cached" if r["run"].startswith("cached") else f"c{r['concurrency']}"
         summary[f"{tag}_judgements"] = r["judgements"]

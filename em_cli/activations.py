@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from em_cli.errors import DataError
 from em_cli.models.chat import encode_conversation
 from em_cli.interventions import Collect, StopForward, intervene
-from em_cli.models.batching import pad_token_id, right_pad, right_pad_values
+from em_cli.models.batching import length_batches, pad_token_id, right_pad, right_pad_values
 from em_cli.generation import stop_token_ids
 
 if TYPE_CHECKING:
@@ -113,9 +113,10 @@ def collect_activations(loaded: LoadedModel, records: Sequence[dict[str, Any]], 
     last_layer = max(layers)
     collectors = {layer: Collect(stop=layer == last_layer) for layer in layers}
     # Batches of similar lengths pad less; the results go back to the records' order below.
-    order = sorted(range(len(prepared)), key=lambda i: len(prepared[i].input_ids))
-    for start in range(0, len(order), batch_size):
-        chunk = [prepared[i] for i in order[start:start + batch_size]]
+    batches = length_batches([len(p.input_ids) for p in prepared], batch_size)
+    order = [i for batch in batches for i in batch]
+    for batch in batches:
+        chunk = [prepared[i] for i in batch]
         padded = right_pad([p.input_ids for p in chunk], pad_id)
         ids, attention = padded.input_ids, padded.attention_mask
         weights = right_pad_values([p.weights for p in chunk], ids.shape[1])
@@ -123,7 +124,7 @@ def collect_activations(loaded: LoadedModel, records: Sequence[dict[str, Any]], 
             collector.weights = weights
         with torch.no_grad(), intervene(loaded.model, {layer: [c] for layer, c in collectors.items()}):
             try:
-                loaded.model(input_ids=ids.to(device), attention_mask=attention.to(device))
+                loaded.model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False)
             except StopForward:
                 pass
         if on_batch:

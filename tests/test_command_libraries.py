@@ -90,6 +90,35 @@ def test_right_pad_matches_a_plain_loop():
     assert pad_token_id(SimpleNamespace(pad_token_id=3)) == 3
 
 
+def test_length_batches_cover_every_row_once_and_pad_no_more_than_fixed_cuts():
+    import random
+
+    from em_cli.models.batching import length_batches
+
+    rng = random.Random(0)
+    for _ in range(50):
+        lengths = [rng.choice([rng.randint(5, 20), rng.randint(100, 400)]) for _ in range(rng.randint(1, 40))]
+        rows = rng.randint(1, 9)
+        batches = length_batches(lengths, rows)
+        assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+        assert all(1 <= len(batch) <= rows for batch in batches)
+        flat = [lengths[i] for batch in batches for i in batch]
+        assert flat == sorted(flat)  # shortest first, batches in order
+
+        def padded(groups):
+            return sum(len(g) * max(lengths[i] for i in g) for g in groups)
+
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        fixed = [order[s:s + rows] for s in range(0, len(order), rows)]
+        mean = sum(lengths) / len(lengths)
+        # what the cuts minimise: padded tokens plus one mean-length row per batch
+        assert padded(batches) + mean * len(batches) <= padded(fixed) + mean * len(fixed) + 1e-9
+    assert length_batches([], 4) == []
+    assert length_batches([7, 7, 7], 2) in ([[0, 1], [2]], [[0], [1, 2]])
+    with pytest.raises(ValueError):
+        length_batches([1], 0)
+
+
 def test_output_object_keeps_brackets_and_quiet_drops_notes(capsys):
     from em_cli.commands._output import Output
 
