@@ -3,7 +3,10 @@ the cost of the KL term. Run by hand (`make bench`); needs `pip install trl`. Bo
 the same computation: float32, no activation checkpointing (TRL's defaults, bf16 autocast and
 gradient checkpointing, are set off: bf16 alone makes TRL several times slower on a CPU).
 
-Each configuration runs in its own subprocess so peak RSS is measured per run. Printed
+Each configuration runs in its own subprocess so peak RSS is measured per run. Time is the
+optimizer steps' time on both sides, taken by the same clock (`StepClock`, the one behind
+`em finetune`'s tokens/s): start-up, held-out evaluation and checkpoint writing, which `em`
+does and this TRL configuration does not, happen between steps and are not counted. Printed
 ratios compare runs made in this same invocation on this machine; with --repeats the runs
 are interleaved (em, trl, em-kl, em-sft-kl-rows, em, …) and each ratio is the median over
 repeats, so that a load that comes and goes on a shared machine hits both sides.
@@ -72,7 +75,11 @@ if kind == "trl":
     args = SFTConfig(output_dir=out, max_length=256, completion_only_loss=None, bf16=False,
                      gradient_checkpointing=False, **common)
     trainer = SFTTrainer(model=m, args=args, train_dataset=data, processing_class=tok, peft_config=lora)
-    start = time.time(); trainer.train(); seconds = time.time() - start
+    from em_cli.training.trainer import StepClock  # the clock em's own result uses
+    clock = StepClock()
+    trainer.add_callback(clock)
+    trainer.train()
+    seconds = clock.seconds
     # Rows here have near-equal lengths: tokens trained = mean row length × rows consumed.
     lengths = [len(tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"])
                for r in data]
@@ -90,7 +97,7 @@ else:
                             save_steps=10_000, **extra)
     result = run_finetune(config)
     tokens = result.tokens_trained
-    seconds = tokens / result.tokens_per_second  # training time only, as for TRL
+    seconds = result.step_time_s  # the optimizer steps' time, as for TRL
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"kind": kind, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
                   "peak_rss_mb": rss}))

@@ -66,7 +66,8 @@ WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="AdamW wei
                                                rich_help_panel=OPT)]
 OptimizerNameOpt = Annotated[str, typer.Option(
     "--optimizer", help="A transformers optimizer name; auto = 8-bit AdamW on CUDA (with bitsandbytes), "
-                        "AdamW elsewhere.", rich_help_panel=OPT)]
+                        "else fused AdamW (adamw_torch_fused) on CPU and CUDA, AdamW elsewhere.",
+    rich_help_panel=OPT)]
 RowTokensOpt = Annotated[int | None, typer.Option(
     "--max-length", min=8, help=f"Token limit per row; longer rows are cut (counted in summary.json). "
                                 f"\\[default: {defaults_text('max_length')}]", rich_help_panel=OPT)]

@@ -32,7 +32,7 @@ class FinetuneResult:
     method: str
     steps: int
     tokens_trained: int
-    tokens_per_second: float
+    tokens_per_second: float  # over the optimizer steps' time (step_time_s)
     peak_memory_mb: float
     final_sft_loss: float | None
     final_kl_loss: float | None
@@ -52,6 +52,7 @@ class FinetuneResult:
     weights_dtype: str = "float32"  # what the trained parameters are kept in
     compute_dtype: str = "float32"
     logits_path: str = "sparse"  # "model" where the model's own head path had to be used
+    step_time_s: float = 0.0  # seconds in optimizer steps: no start-up, evaluation or checkpoint writing
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +91,8 @@ def _run(config: FinetuneConfig, resume: bool,
                                       split_rows)
     from em_cli.training.losses import logits_path
     from em_cli.training.solutions import attach, describe_source, inherit_from_source
-    from em_cli.training.trainer import EarlyStopOnLowLoss, EmTrainer, InterruptGuard, JsonlLog, ProgressReport
+    from em_cli.training.trainer import (EarlyStopOnLowLoss, EmTrainer, InterruptGuard, JsonlLog, ProgressReport,
+                                        StepClock)
 
     started = time.time()
     if config.init_from:
@@ -156,20 +158,18 @@ def _run(config: FinetuneConfig, resume: bool,
             yaml.safe_dump(config.to_dict(), handle, sort_keys=False)
         _trim_log(log_path, _checkpoint_step(checkpoint))
     early = EarlyStopOnLowLoss() if config.early_stop else None
-    guard = InterruptGuard()
-    callbacks = [c for c in (guard, JsonlLog(log_path), early, ProgressReport(report) if report and main else None)
-                 if c]
+    guard, clock = InterruptGuard(), StepClock()
+    callbacks = [c for c in (guard, clock, JsonlLog(log_path), early,
+                             ProgressReport(report) if report and main else None) if c]
     trainer = EmTrainer(model=solution.model, args=args, train_dataset=ExampleDataset(train.examples),
                         eval_dataset=ExampleDataset(held_out.examples) if evaluating else None,
                         data_collator=Collator(tokenizer.pad_token_id), callbacks=callbacks, solution=solution,
                         kl_batches=kl_batches, kl_weight=config.kl_weight_natural(base_info.vocab_size),
                         kl_positions=config.kl_positions)
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout
-    train_started = time.time()
     try:
         with solution.active():
             trainer.train(resume_from_checkpoint=checkpoint)
-            train_seconds = time.time() - train_started
             if evaluating and trainer.last_eval.get("step") != trainer.state.global_step:
                 trainer.evaluate()  # the held-out loss of the final weights
     except (KeyboardInterrupt, Interrupted) as exc:
@@ -179,7 +179,7 @@ def _run(config: FinetuneConfig, resume: bool,
 
     result = FinetuneResult(
         output_dir=str(out), artifact=str(artifact), method=config.method, steps=trainer.state.global_step,
-        tokens_trained=tokens, tokens_per_second=round(tokens / max(train_seconds, 1e-9), 2),
+        tokens_trained=tokens, tokens_per_second=round(tokens / max(clock.seconds, 1e-9), 2),
         peak_memory_mb=round(_peak_memory_mb(loaded.device), 1),
         final_sft_loss=trainer.last_losses.get("sft_loss"), final_kl_loss=trainer.last_losses.get("kl_loss"),
         wall_time_s=round(time.time() - started, 2), early_stopped_at=early.stopped_at if early else None,
@@ -192,7 +192,7 @@ def _run(config: FinetuneConfig, resume: bool,
         planned_steps=steps, save_steps=save_steps, seeds=seeds,
         weights_dtype=str(next(solution.model.parameters()).dtype).removeprefix("torch.")
         if config.method == "full" else "float32",
-        compute_dtype=str(compute_dtype).removeprefix("torch."), logits_path=head)
+        compute_dtype=str(compute_dtype).removeprefix("torch."), logits_path=head, step_time_s=round(clock.seconds, 2))
     if main:
         with atomic_write(out / "summary.json") as handle:
             json.dump(result.to_dict(), handle, indent=2)
@@ -329,7 +329,9 @@ def _optimizer(config: FinetuneConfig, device: str) -> str:
             return "adamw_bnb_8bit"  # docs/METHODS.md §3.1: AdamW, 8-bit on GPU
         except Exception:
             pass
-    return "adamw_torch"
+    # The same AdamW in one fused kernel per parameter group (CPU and CUDA): a LoRA r=32 update
+    # of SmolLM2 takes 15 ms instead of 55-70 ms on 2 CPU cores.
+    return "adamw_torch_fused" if device in ("cpu", "cuda") else "adamw_torch"
 
 
 def _peak_memory_mb(device: str) -> float:

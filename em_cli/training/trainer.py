@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,24 @@ class EarlyStopOnLowLoss(TrainerCallback):
         if self.run >= self.patience:
             control.should_training_stop = True
             self.stopped_at = state.global_step
+
+
+class StepClock(TrainerCallback):
+    """Seconds spent in optimizer steps (forward, backward and update of every micro-batch),
+    summed: training speed without start-up, held-out evaluation and checkpoint writing, which
+    happen between steps."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started: float | None = None
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self._started = None
 
 
 class JsonlLog(TrainerCallback):
