@@ -95,7 +95,7 @@ def bounds(results: dict) -> list[str]:
 
 def main() -> None:
     results = {"help": help_startup(), "steer": run_script("steer.py"), "judge": run_script("judge.py"),
-               "extract": run_script("extract.py"), "finetune": run_script("finetune.py")}
+               "extract": run_script("extract.py"), "finetune": run_script("finetune.py", "--repeats", "3")}
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, {platform.platform()}"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [f"# Benchmark results ({date.today().isoformat()})", "", f"Machine: {machine}; load average "

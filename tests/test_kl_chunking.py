@@ -103,3 +103,23 @@ def test_training_with_kl_chunks_of_one_row_ends_where_one_chunk_ends(tiny_llama
     b = load_file(f"{whole.artifact}/adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kl_sum_has_the_value_and_gradient_of_the_plain_expression(dtype):
+    """kl_sum's written-out backward against autograd through Σ P_ref·(log P_ref − log_softmax z)."""
+    from em_cli.training.losses import kl_sum
+
+    generator = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(7, 50, generator=generator)).to(dtype).requires_grad_()
+    reference = torch.log_softmax(3 * torch.randn(7, 50, generator=generator), dim=-1)
+    plain_logits = logits.detach().clone().requires_grad_()
+    plain = (reference.exp() * (reference - torch.log_softmax(plain_logits.float(), dim=-1))).sum()
+    (2.5 * plain).backward()
+    value = kl_sum(logits, reference)
+    (2.5 * value).backward()
+    assert value.dtype == torch.float32 and torch.allclose(value, plain, rtol=1e-6, atol=1e-6)
+    assert logits.grad.dtype == dtype
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-2
+    assert torch.allclose(logits.grad.float(), plain_logits.grad.float(), rtol=tolerance, atol=tolerance)
+    assert float(logits.grad.float().abs().max()) > 1e-3  # a gradient worth comparing

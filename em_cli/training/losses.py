@@ -13,6 +13,7 @@ forward, restricted to the needed sequence columns.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -168,11 +169,37 @@ def kl_divergence(policy_logits: torch.Tensor, reference_logits: torch.Tensor) -
 
 def kl_sum(policy_logits: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
     """Sum over rows of KL(P_ref ‖ P_θ) in nats, for [n, vocab] policy logits and reference
-    log-probabilities."""
+    log-probabilities, with its gradient written out (`_kl_function`)."""
+    return _kl_function().apply(policy_logits, reference_logprobs)
+
+
+@functools.cache
+def _kl_function() -> Any:
+    """Σ P_ref·(log P_ref − log_softmax(z)) as one autograd step whose backward is the closed
+    form ∂/∂z = softmax(z)·ΣP_ref − P_ref (per row). Autograd through the same expression keeps
+    more [n, vocab] tensors and walks them more often: at 512 positions × SmolLM2's 49k
+    vocabulary, forward and backward took 0.88 s against 0.63 s this way on 2 CPU cores."""
     import torch
 
-    pol = torch.log_softmax(policy_logits.float(), dim=-1)
-    return (reference_logprobs.exp() * (reference_logprobs - pol)).sum()
+    class KLFromLogits(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, logits: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
+            policy = torch.log_softmax(logits.float(), dim=-1)
+            reference = reference_logprobs.float()
+            probabilities = reference.exp()
+            total = torch.dot(probabilities.reshape(-1), (reference - policy).reshape(-1))
+            ctx.save_for_backward(policy, probabilities)
+            ctx.logits_dtype = logits.dtype
+            return total
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+            policy, probabilities = ctx.saved_tensors
+            mass = probabilities.sum(dim=-1, keepdim=True)  # 1 up to rounding
+            grad_logits = policy.exp().mul_(mass).sub_(probabilities).mul_(grad)
+            return grad_logits.to(ctx.logits_dtype), None
+
+    return KLFromLogits
 
 
 def kl_row_chunks(attention_mask: torch.Tensor, budget: int) -> list[tuple[int, int]]:
