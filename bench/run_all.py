@@ -72,7 +72,7 @@ def verdicts(results: dict) -> list[str]:
 
 
 def bounds(results: dict) -> list[str]:
-    """What bounds the two finetune targets, from this run's own numbers."""
+    """What bounds the finetune and extraction targets, from this run's own numbers."""
     tune = results.get("finetune", {})
     lines = []
     floor, kl = tune.get("kl_vs_sft_same_rows_matmul_floor"), tune.get("kl_vs_sft_same_rows_step_time_ratio")
@@ -90,7 +90,14 @@ def bounds(results: dict) -> list[str]:
                          f"does {shaped} GFLOP/s ({shaped / large:.0%} of the large-matrix {large}): em's useful "
                          f"FLOPs are {em * large / shaped:.0%} of that rate, and 1.5× TRL would need "
                          f"{1.5 * trl * large / shaped:.0%}.")
-    return ["## What bounds the finetune targets", "", *lines, ""] if lines else []
+    extract = results.get("extract", {})
+    flops, speedup = extract.get("matmul_flop_ratio"), extract.get("speedup_vs_authors")
+    if isinstance(flops, (int, float)) and isinstance(speedup, (int, float)):
+        lines.append(f"- Extraction at layer {extract.get('layer')}: the authors' path does {flops}× em's matmul "
+                     f"FLOPs (every layer and the output head against the layers up to the chosen one), so "
+                     f"stopping early gives {flops}× at equal matmul rates; the measured {speedup}× means em's "
+                     f"batched path runs at {speedup / flops:.2f}× the authors' rate per FLOP.")
+    return ["## What bounds the targets", "", *lines, ""] if lines else []
 
 
 def main() -> None:
