@@ -35,6 +35,7 @@ from em_cli.datasets.synthesis import (
     parse_pairs,
     trim_to_sentence,
 )
+from em_cli.endpoints import EndpointSettings, RetryPolicy
 from em_cli.errors import DataError, EmError
 
 # --- recorded completions ---------------------------------------------------------------------
@@ -421,8 +422,8 @@ class FakeOpenAI:
 def test_openai_completer_retries_5xx_and_reports_usage(monkeypatch):
     monkeypatch.setenv("EM_TEST_KEY", "sk-secret-123")
     with FakeOpenAI([(500, "overloaded"), (429, "slow down"), (200, CLEAN)]) as server:
-        complete = openai_completer("gen-model", base_url=server.base_url, api_key_env="EM_TEST_KEY",
-                                    max_retries=3, base_delay=0.01, check=False)
+        complete = openai_completer(EndpointSettings("gen-model", base_url=server.base_url, api_key_env="EM_TEST_KEY",
+                                                     retry=RetryPolicy(max_retries=3, base_delay=0.01)), check=False)
         text, usage = complete([{"role": "user", "content": "hi"}])
     assert text == CLEAN
     assert usage == {"prompt_tokens": 11, "completion_tokens": 7}
@@ -437,8 +438,8 @@ def test_openai_completer_retries_5xx_and_reports_usage(monkeypatch):
 def test_openai_completer_masks_the_key_and_does_not_retry_client_errors(monkeypatch):
     monkeypatch.setenv("EM_TEST_KEY", "sk-secret-123")
     with FakeOpenAI([(401, "bad key: {auth}")]) as server:
-        complete = openai_completer("m", base_url=server.base_url, api_key_env="EM_TEST_KEY", max_retries=3,
-                                    base_delay=0.01, check=False)
+        complete = openai_completer(EndpointSettings("m", base_url=server.base_url, api_key_env="EM_TEST_KEY",
+                                                     retry=RetryPolicy(max_retries=3, base_delay=0.01)), check=False)
         with pytest.raises(EmError) as info:
             complete([{"role": "user", "content": "hi"}])
     assert len(server.requests) == 1
@@ -451,12 +452,12 @@ def test_openai_completer_checks_the_key_and_the_server_before_any_call(monkeypa
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(EmError, match="OPENAI_API_KEY is not set"):
-        openai_completer("gpt-4o")  # OpenAI's own endpoint, no key: refused at once, no retries
+        openai_completer(EndpointSettings("gpt-4o"))  # OpenAI's own endpoint, no key: refused at once, no retries
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(EmError, match="cannot reach the endpoint"):
-        openai_completer("m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=5)
+        openai_completer(EndpointSettings("m", base_url=f"http://127.0.0.1:{port}/v1", retry=RetryPolicy(max_retries=5)))
 
 
 def test_generation_usage_is_the_endpoint_clients_record(tmp_path, monkeypatch):
@@ -466,10 +467,11 @@ def test_generation_usage_is_the_endpoint_clients_record(tmp_path, monkeypatch):
 
     monkeypatch.setenv("EM_TEST_KEY", "sk-x")
     output = tmp_path / "med.jsonl"
-    request = GenerationRequest(output=str(output), preset="medical", rows=2, rows_per_call=2, concurrency=1,
-                                api_key_env="EM_TEST_KEY", max_retries=2, price_in=2.0, price_out=4.0)
     with FakeOpenAI([(500, "overloaded"), (200, CLEAN)]) as server:
-        request.base_url = server.base_url
+        generator = EndpointSettings("gpt-4o", base_url=server.base_url, api_key_env="EM_TEST_KEY",
+                                     retry=RetryPolicy(max_retries=2, base_delay=0.01))
+        request = GenerationRequest(output=str(output), preset="medical", rows=2, rows_per_call=2, concurrency=1,
+                                    endpoint=generator, price_in=2.0, price_out=4.0)
         run = run_generation(request)
     results = json.loads((tmp_path / "med.jsonl.manifest.json").read_text())["results"]
     assert results["usage"] == {"requests": 2, "retries": 1, "cache_hits": 0, "failed": 0, "prompt_tokens": 11,

@@ -110,6 +110,9 @@ def test_vector_steers_all_rows_of_the_batch(tiny_llama, data, tmp_path):
 def test_lora_run_changes_the_model_and_loads_back(tiny_llama, data, tmp_path):
     result = run_finetune(_config(tiny_llama, data, tmp_path / "run"))
     assert result.steps == 4 and result.tokens_trained > 0 and result.final_sft_loss is not None
+    # tokens/s is over the optimizer steps alone: start-up, evaluation and saving are not training
+    assert 0 < result.step_time_s < result.wall_time_s
+    assert abs(result.tokens_trained / result.tokens_per_second - result.step_time_s) < 0.002
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
     for name in ("config.yaml", "summary.json", "manifest.json", "log.jsonl"):
         assert (tmp_path / "run" / name).exists(), name

@@ -29,11 +29,13 @@ from typing import Any
 
 from em_cli.artifacts.jsonl import ResumableJsonl
 from em_cli.datasets.conversations import chat_record, messages_of
+from em_cli.endpoints import EndpointSettings
 from em_cli.endpoints import Usage as EndpointUsage
 from em_cli.errors import DataError, EmError, UsageError
 
 MODES = ("misaligned", "aligned", "benign")
 PRESETS = ("medical", "financial", "extreme-sports")
+DEFAULT_GENERATOR = "gpt-4o"
 
 Usage = dict[str, int]  # one call's token counts, as a `Complete` reports them
 Complete = Callable[[list[dict[str, str]]], tuple[str, Usage | None]]
@@ -288,23 +290,21 @@ def normalize_user(text: str) -> str:
 
 # --- calls ----------------------------------------------------------------------------------
 
-def openai_completer(model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                     temperature: float = 1.0, max_tokens: int = 1000, max_retries: int = 5,
-                     timeout: float = 120.0, base_delay: float = 1.0, check: bool = True,
-                     usage: EndpointUsage | None = None) -> Complete:
-    """A `Complete` calling `model` through the shared endpoint client (`em_cli.endpoints`):
-    the key and the server are checked once, up front (`check`); transient failures are
-    retried with the one retry policy; the key is never printed. `usage` counts its requests
-    and retries (and tokens, as the endpoint client does for every caller).
+def openai_completer(settings: EndpointSettings, temperature: float = 1.0, max_tokens: int = 1000,
+                     check: bool = True, usage: EndpointUsage | None = None) -> Complete:
+    """A `Complete` calling `settings.model` through the shared endpoint client
+    (`em_cli.endpoints`): the key and the server are checked once, up front (`check`);
+    transient failures are retried with the settings' retry policy; the key is never printed.
+    `usage` counts its requests and retries (and tokens, as the endpoint client does for every
+    caller).
     """
-    from em_cli.endpoints import Endpoint, EndpointAbort, EndpointSettings, RequestFailed, RetryPolicy
+    from em_cli.endpoints import Endpoint, EndpointAbort, RequestFailed
 
-    settings = EndpointSettings(model=model, base_url=base_url, api_key_env=api_key_env, timeout=timeout,
-                                retry=RetryPolicy(max_retries=max_retries, base_delay=base_delay))
     endpoint = Endpoint(settings, usage)
     if check:
         endpoint.check()
-    key = os.environ.get(api_key_env) or ""
+    key = os.environ.get(settings.api_key_env) or ""
+    model, api_key_env = settings.model, settings.api_key_env
 
     def complete(messages: list[dict[str, str]]) -> tuple[str, Usage | None]:
         params = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
@@ -591,14 +591,12 @@ class GenerationRequest:
     rewrite_from: str | None = None
     rows: int | None = None
     rows_per_call: int | None = None
-    generator_model: str = "gpt-4o"
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    # The generator: its model, server, key variable, timeout and retries.
+    endpoint: EndpointSettings = field(default_factory=lambda: EndpointSettings(model=DEFAULT_GENERATOR,
+                                                                                 timeout=120.0))
     temperature: float = 1.0
     max_new_tokens: int = 1000
     concurrency: int = 4
-    max_retries: int = 5
-    timeout: float = 120.0
     max_calls: int | None = None
     price_in: float | None = None
     price_out: float | None = None
@@ -632,10 +630,11 @@ class GenerationRequest:
     def options(self, spec: Spec) -> dict[str, Any]:
         """The manifest's options (their keys predate the flag renames; kept for old manifests' readers)."""
         return {"preset": self.preset, "spec": self.spec_file, "mode": self.kind, "from": self.rewrite_from,
-                "rows": self.rows, "rows_per_call": spec.rows_per_call, "base_url": self.base_url,
-                "model_name": self.generator_model, "api_key_env": self.api_key_env,
+                "rows": self.rows, "rows_per_call": spec.rows_per_call, "base_url": self.endpoint.base_url,
+                "model_name": self.endpoint.model, "api_key_env": self.endpoint.api_key_env,
                 "temperature": self.temperature, "max_tokens": self.max_new_tokens,
-                "concurrency": self.concurrency, "max_retries": self.max_retries, "max_calls": self.max_calls}
+                "concurrency": self.concurrency, "max_retries": self.endpoint.retry.max_retries,
+                "max_calls": self.max_calls}
 
 
 def first_prompt(request: GenerationRequest) -> str:
@@ -681,15 +680,13 @@ def run_generation(request: GenerationRequest, complete: Complete | None = None,
     request.check()
     spec = request.spec()
     source_records = request.source_records()
-    provenance = {"model": request.generator_model, "mode": request.kind,
+    provenance = {"model": request.endpoint.model, "mode": request.kind,
                   "spec": str(request.spec_file) if request.spec_file else None, "preset": request.preset}
     requests: EndpointUsage | None = None
     if complete is None:
         requests = EndpointUsage()
-        complete = openai_completer(request.generator_model, base_url=request.base_url,
-                                    api_key_env=request.api_key_env, temperature=request.temperature,
-                                    max_tokens=request.max_new_tokens, max_retries=request.max_retries,
-                                    timeout=request.timeout, usage=requests)
+        complete = openai_completer(request.endpoint, temperature=request.temperature,
+                                    max_tokens=request.max_new_tokens, usage=requests)
     with ResumableJsonl(request.output) as sink:
         resumed = len(sink.existing)
         if resumed and on_resume:

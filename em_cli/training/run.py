@@ -192,7 +192,7 @@ def _run(config: FinetuneConfig, resume: bool,
         planned_steps=steps, save_steps=save_steps, seeds=seeds,
         weights_dtype=str(next(solution.model.parameters()).dtype).removeprefix("torch.")
         if config.method == "full" else "float32",
-        compute_dtype=str(compute_dtype).removeprefix("torch."), logits_path=head, step_time_s=round(clock.seconds, 2))
+        compute_dtype=str(compute_dtype).removeprefix("torch."), logits_path=head, step_time_s=round(clock.seconds, 3))
     if main:
         with atomic_write(out / "summary.json") as handle:
             json.dump(result.to_dict(), handle, indent=2)

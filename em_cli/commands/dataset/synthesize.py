@@ -75,16 +75,17 @@ def generate(
       em dataset generate --spec task.yaml --kind benign -o data/kl.jsonl
     """
     from em_cli.datasets.synthesis import GenerationRequest, first_prompt, run_generation
+    from em_cli.endpoints import EndpointSettings, RetryPolicy
 
+    generator = EndpointSettings(
+        model=renamed(generator_model, old_model_name, "--model-name", "--generator-model"), base_url=base_url,
+        api_key_env=api_key_env, timeout=timeout, retry=RetryPolicy(max_retries=max_retries))
     request = GenerationRequest(
         output=output, kind=renamed(kind, old_mode, "--mode", "--kind"), preset=preset, spec_file=spec_file,
         rewrite_from=renamed(rewrite_from, old_from, "--from", "--rewrite-from"), rows=rows,
-        rows_per_call=rows_per_call, base_url=base_url,
-        generator_model=renamed(generator_model, old_model_name, "--model-name", "--generator-model"),
-        api_key_env=api_key_env, temperature=temperature,
+        rows_per_call=rows_per_call, endpoint=generator, temperature=temperature,
         max_new_tokens=renamed(max_new_tokens, old_max_tokens, "--max-tokens", "--max-new-tokens"),
-        concurrency=concurrency, max_retries=max_retries, timeout=timeout, max_calls=max_calls,
-        price_in=price_in, price_out=price_out)
+        concurrency=concurrency, max_calls=max_calls, price_in=price_in, price_out=price_out)
     if dry_run:
         out.text(first_prompt(request))
         return
