@@ -53,7 +53,7 @@ def make_data(folder: Path, rows: int) -> tuple[Path, Path, Path]:
 
 
 CHILD = r"""
-import json, resource, sys, time
+import json, resource, sys
 kind, model, train, kl, steps, out = sys.argv[1:7]
 steps = int(steps)
 common = dict(learning_rate=1e-4, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=steps,
